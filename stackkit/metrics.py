@@ -1,0 +1,57 @@
+"""Scores, always on the whole vector of predictions (never averaged per batch or per fold).
+
+``macro_f1`` is scikit-learn's ``f1_score(average="macro")`` over every class of the label
+space (a class never predicted and never present scores 0 and still counts), so scores of
+different ensembles over the same classes are comparable.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from sklearn.metrics import f1_score
+
+EPS = 1e-15
+
+
+def log_softmax(logits: np.ndarray, axis: int = -1) -> np.ndarray:
+    z = np.asarray(logits, dtype=np.float64)
+    z = z - z.max(axis=axis, keepdims=True)
+    return z - np.log(np.exp(z).sum(axis=axis, keepdims=True))
+
+
+def softmax(logits: np.ndarray, axis: int = -1) -> np.ndarray:
+    return np.exp(log_softmax(logits, axis=axis))
+
+
+def macro_f1(y_true: np.ndarray, y_pred: np.ndarray, n_classes: int) -> float:
+    return float(
+        f1_score(y_true, y_pred, labels=np.arange(n_classes), average="macro", zero_division=0)
+    )
+
+
+def accuracy(y_true: np.ndarray, y_pred: np.ndarray) -> float:
+    return float(np.mean(np.asarray(y_true) == np.asarray(y_pred)))
+
+
+def log_loss(y_true: np.ndarray, proba: np.ndarray) -> float:
+    """Mean negative log-likelihood of the true class (probabilities clipped at 1e-15)."""
+    p = np.asarray(proba, dtype=np.float64)
+    p = p / p.sum(axis=1, keepdims=True)
+    return float(-np.mean(np.log(np.clip(p[np.arange(len(p)), np.asarray(y_true)], EPS, 1.0))))
+
+
+def scores(y_true: np.ndarray, proba: np.ndarray, folds: np.ndarray | None = None) -> dict:
+    """macro-F1, accuracy and log loss of ``proba`` on the whole vector; with ``folds``, also
+    each fold's macro-F1 and their standard deviation (the spread, not the score)."""
+    c = proba.shape[1]
+    pred = np.asarray(proba).argmax(axis=1)
+    out = {
+        "macro_f1": macro_f1(y_true, pred, c),
+        "accuracy": accuracy(y_true, pred),
+        "log_loss": log_loss(y_true, proba),
+    }
+    if folds is not None:
+        per = [macro_f1(y_true[folds == k], pred[folds == k], c) for k in np.unique(folds)]
+        out["per_fold_macro_f1"] = per
+        out["macro_f1_std"] = float(np.std(per))
+    return out

@@ -1,0 +1,357 @@
+"""The artifacts directory: where each file lives, and reading/writing it whole or not at all.
+
+Every write goes to a temporary name in the same folder and is renamed into place, so a reader
+never sees half a file; a run's ``run.json`` is written last and marks the run complete. Every
+read goes through the validators of :mod:`stackkit.schema`.
+
+    >>> store = Store("artifacts")
+    >>> folds = store.read_folds()
+    >>> runs = store.load_runs(["convnext", "nfnet"], folds)   # a validated RunSet
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import logging
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from stackkit import schema
+from stackkit.errors import ContractError, StackkitError
+
+log = logging.getLogger(__name__)
+
+ENV_VAR = "STACKKIT_ARTIFACTS"
+DEFAULT_ROOT = "artifacts"
+
+
+def resolve_root(root: str | os.PathLike | None = None) -> Path:
+    """``root`` if given, else ``$STACKKIT_ARTIFACTS``, else ``./artifacts``."""
+    return Path(root if root is not None else os.environ.get(ENV_VAR) or DEFAULT_ROOT)
+
+
+# --------------------------------------------------------------------------------------------
+# atomic file I/O
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
+    """Yield a temporary path beside ``path``; rename it onto ``path`` only if the block succeeds."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    tmp = Path(tmp)
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+@contextlib.contextmanager
+def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
+    """Yield a temporary folder beside ``path``; on success it replaces ``path`` whole."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
+    try:
+        yield tmp
+        old = None
+        if path.exists():
+            old = path.with_name(f".{path.name}.old-{os.getpid()}")
+            os.replace(path, old)
+        os.replace(tmp, path)
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+def write_parquet(df: pd.DataFrame, path: str | os.PathLike, meta: dict | None = None) -> None:
+    table = pa.Table.from_pandas(df, preserve_index=False)
+    if meta is not None:
+        table = table.replace_schema_metadata(
+            {**(table.schema.metadata or {}), schema.META_KEY: schema.meta_json(meta)}
+        )
+    with atomic_path(path) as tmp:
+        pq.write_table(table, tmp)
+
+
+def read_parquet(path: str | os.PathLike, where: str) -> tuple[pd.DataFrame, dict | None]:
+    """Read a parquet file and its ``stackkit`` metadata; any failure is one ContractError line."""
+    path = Path(path)
+    if not path.is_file():
+        raise ContractError(f"{where}: file not found ({path})")
+    try:
+        table = pq.read_table(path)
+    except (pa.ArrowException, OSError, ValueError) as exc:
+        msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise ContractError(f"{where}: not a readable parquet file ({msg})") from None
+    raw = (table.schema.metadata or {}).get(schema.META_KEY)
+    meta = None
+    if raw is not None:
+        try:
+            meta = json.loads(raw)
+        except json.JSONDecodeError:
+            raise ContractError(f"{where}: schema metadata 'stackkit' is not valid JSON") from None
+    return table.to_pandas(), meta
+
+
+def write_json(obj, path: str | os.PathLike) -> None:
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(obj, indent=2, sort_keys=False, default=_json_default) + "\n")
+
+
+def read_json(path: str | os.PathLike, where: str):
+    path = Path(path)
+    if not path.is_file():
+        raise ContractError(f"{where}: file not found ({path})")
+    try:
+        return json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ContractError(f"{where}: not valid JSON ({exc})") from None
+
+
+def _json_default(o):
+    if isinstance(o, np.integer):
+        return int(o)
+    if isinstance(o, np.floating):
+        return float(o)
+    if isinstance(o, np.ndarray):
+        return o.tolist()
+    if isinstance(o, Path):
+        return str(o)
+    raise TypeError(f"not JSON serialisable: {type(o).__name__}")
+
+
+def file_sha256(*paths: str | os.PathLike) -> str:
+    h = hashlib.sha256()
+    for p in paths:
+        with open(p, "rb") as f:
+            for chunk in iter(lambda: f.read(1 << 20), b""):
+                h.update(chunk)
+    return h.hexdigest()
+
+
+# --------------------------------------------------------------------------------------------
+# runs as arrays for the meta stage
+
+
+@dataclass
+class RunSet:
+    """Validated runs aligned on one sample order, ready for the meta stage.
+
+    ``oof``: (R, n_train, C) logits in folds.parquet row order. ``test``: (R, K, n_test, C) logits,
+    test samples in sorted sample_id order. Runs are sorted by name, so listing them in another
+    order changes nothing downstream.
+    """
+
+    names: list[str]
+    folds: schema.Folds
+    oof: np.ndarray
+    test_ids: np.ndarray
+    test: np.ndarray
+    hashes: dict[str, str]
+    infos: dict[str, dict]
+
+    @property
+    def n_runs(self) -> int:
+        return len(self.names)
+
+    def subset(self, names: Sequence[str]) -> RunSet:
+        idx = [self.names.index(n) for n in sorted(names)]
+        return RunSet(
+            [self.names[i] for i in idx], self.folds, self.oof[idx], self.test_ids,
+            self.test[idx], {n: self.hashes[n] for n in names}, {n: self.infos[n] for n in names},
+        )  # fmt: skip
+
+
+# --------------------------------------------------------------------------------------------
+# the store
+
+
+class Store:
+    """One artifacts directory (CONTRACT.md)."""
+
+    def __init__(self, root: str | os.PathLike | None = None):
+        self.root = resolve_root(root)
+
+    # paths ----------------------------------------------------------------------------------
+    @property
+    def folds_path(self) -> Path:
+        return self.root / schema.FOLDS_FILE
+
+    def run_dir(self, run: str) -> Path:
+        return self.root / "runs" / run
+
+    def ensemble_dir(self, name: str) -> Path:
+        return self.root / "ensembles" / name
+
+    def pseudo_dir(self, name: str) -> Path:
+        return self.root / "pseudo" / name
+
+    def rel(self, path: Path) -> str:
+        try:
+            return str(Path(path).relative_to(self.root))
+        except ValueError:
+            return str(path)
+
+    # folds ----------------------------------------------------------------------------------
+    def read_folds(self) -> schema.Folds:
+        if not self.folds_path.is_file():
+            raise StackkitError(
+                f"{self.folds_path}: not found; write one with `stackkit folds --data DATA` "
+                f"(or point --artifacts / ${ENV_VAR} at the right folder)"
+            )
+        df, meta = read_parquet(self.folds_path, schema.FOLDS_FILE)
+        return schema.validate_folds(df, meta, schema.FOLDS_FILE)
+
+    def write_folds(self, folds: schema.Folds, *, force: bool = False) -> Path:
+        """Write folds.parquet; refuse to replace one that existing runs were made on."""
+        folds = schema.validate_folds(folds.frame, folds.metadata(), "new folds")
+        if self.folds_path.exists() and not force:
+            try:
+                old = self.read_folds()
+            except StackkitError:
+                old = None
+            if old is not None and old.hash != folds.hash:
+                made_on = [r for r in self.run_names(include_incomplete=True)]
+                if made_on:
+                    raise StackkitError(
+                        f"{self.folds_path}: {len(made_on)} run(s) ({', '.join(made_on[:3])}"
+                        f"{', …' if len(made_on) > 3 else ''}) were made on the current fold "
+                        "assignment; replacing it would orphan them (pass --force to replace anyway)"
+                    )
+        df = folds.frame.astype(schema.FOLDS_COLUMNS)
+        write_parquet(df, self.folds_path, folds.metadata())
+        log.info("wrote %s (%d samples, %d folds)", self.folds_path, len(df), folds.n_folds)
+        return self.folds_path
+
+    # runs -----------------------------------------------------------------------------------
+    def run_names(self, *, include_incomplete: bool = False) -> list[str]:
+        """Runs present (sorted). A run is complete once its run.json exists."""
+        base = self.root / "runs"
+        if not base.is_dir():
+            return []
+        return sorted(
+            p.name
+            for p in base.iterdir()
+            if p.is_dir()
+            and not p.name.startswith(".")
+            and (include_incomplete or (p / schema.RUN_FILE).is_file())
+        )
+
+    def read_run(self, run: str, folds: schema.Folds) -> tuple[pd.DataFrame, pd.DataFrame, dict]:
+        """Validated (oof, test, info) of one run."""
+        d = self.run_dir(run)
+        if not d.is_dir():
+            have = ", ".join(self.run_names()) or "none"
+            raise StackkitError(f"run {run!r}: {self.rel(d)} does not exist (runs present: {have})")
+        where = lambda f: f"run {run!r}: {self.rel(d / f)}"  # noqa: E731
+        if not (d / schema.RUN_FILE).is_file():
+            raise ContractError(f"{where(schema.RUN_FILE)}: missing; the run is incomplete")
+        info = schema.validate_run_info(
+            read_json(d / schema.RUN_FILE, where(schema.RUN_FILE)), folds, where(schema.RUN_FILE)
+        )
+        oof = schema.validate_oof(read_parquet(d / schema.OOF_FILE, where(schema.OOF_FILE))[0], folds, where(schema.OOF_FILE))
+        test = schema.validate_test(read_parquet(d / schema.TEST_FILE, where(schema.TEST_FILE))[0], folds, where(schema.TEST_FILE))
+        return oof, test, info
+
+    def run_hash(self, run: str) -> str:
+        d = self.run_dir(run)
+        return file_sha256(d / schema.OOF_FILE, d / schema.TEST_FILE)
+
+    def write_run(
+        self, run: str, oof: pd.DataFrame, test: pd.DataFrame, info: dict, folds: schema.Folds
+    ) -> Path:
+        """Validate and write a run; run.json goes last, so a run is complete or absent."""
+        where = lambda f: f"run {run!r}: {f} (to be written)"  # noqa: E731
+        info = dict(info, run=run)
+        schema.validate_run_info(info, folds, where(schema.RUN_FILE))
+        oof = schema.validate_oof(oof, folds, where(schema.OOF_FILE))
+        test = schema.validate_test(test, folds, where(schema.TEST_FILE))
+        d = self.run_dir(run)
+        d.mkdir(parents=True, exist_ok=True)
+        (d / schema.RUN_FILE).unlink(missing_ok=True)  # incomplete until rewritten
+        write_parquet(oof, d / schema.OOF_FILE)
+        write_parquet(test, d / schema.TEST_FILE)
+        write_json(info, d / schema.RUN_FILE)
+        log.info("wrote run %s (%d OOF rows, %d test rows)", run, len(oof), len(test))
+        return d
+
+    def load_runs(self, names: Sequence[str] | None, folds: schema.Folds) -> RunSet:
+        """Read, validate and align several runs; test ids must agree between them."""
+        if names is None:
+            names = self.run_names()
+        names = list(dict.fromkeys(names))
+        if not names:
+            raise StackkitError(
+                f"{self.root / 'runs'}: no runs to use (write some with `make base` or `stackkit import`)"
+            )
+        names = sorted(names)
+        n, k, c = len(folds.frame), folds.n_folds, folds.n_classes
+        oof = np.empty((len(names), n, c), np.float32)
+        test = None
+        test_ids = None
+        hashes, infos = {}, {}
+        for r, name in enumerate(names):
+            o, t, info = self.read_run(name, folds)
+            pos = folds.index.get_indexer(o["sample_id"].to_numpy(dtype=object))
+            oof[r, pos] = o[schema.logit_columns(c)].to_numpy()
+            ids = np.sort(t["sample_id"].unique().to_numpy(dtype=object))
+            if test_ids is None:
+                test_ids, first = ids, name
+                test = np.empty((len(names), k, len(ids), c), np.float32)
+            elif len(ids) != len(test_ids) or (ids != test_ids).any():
+                _test_id_mismatch(t, test_ids, f"run {name!r}: {self.rel(self.run_dir(name) / schema.TEST_FILE)}", first)
+            tpos = pd.Index(test_ids).get_indexer(t["sample_id"].to_numpy(dtype=object))
+            test[r, t["fold"].to_numpy(dtype=np.int64), tpos] = t[schema.logit_columns(c)].to_numpy()
+            hashes[name] = self.run_hash(name)
+            infos[name] = info
+        return RunSet(names, folds, oof, test_ids, test, hashes, infos)
+
+    # pseudo-label sets ----------------------------------------------------------------------
+    def read_pseudo(self, name: str, folds: schema.Folds) -> tuple[pd.DataFrame, dict]:
+        path = self.pseudo_dir(name) / schema.PSEUDO_FILE
+        where = f"pseudo set {name!r}: {self.rel(path)}"
+        df, meta = read_parquet(path, where)
+        df = schema.validate_pseudo(df, meta, folds.n_classes, where)
+        if meta["folds_hash"] != folds.hash:
+            raise ContractError(
+                f"{where}: made on another fold assignment (folds_hash {meta['folds_hash'][:12]}… "
+                f"!= {folds.hash[:12]}… of folds.parquet)"
+            )
+        return df, meta
+
+    def write_pseudo(self, name: str, df: pd.DataFrame, meta: dict, n_classes: int) -> Path:
+        path = self.pseudo_dir(name) / schema.PSEUDO_FILE
+        meta = dict(meta, version=schema.CONTRACT_VERSION)
+        df = schema.validate_pseudo(df, meta, n_classes, f"pseudo set {name!r} (to be written)")
+        write_parquet(df.astype(schema.PSEUDO_COLUMNS), path, meta)
+        return path
+
+
+def _test_id_mismatch(t: pd.DataFrame, ref_ids: np.ndarray, where: str, ref_run: str) -> None:
+    ids = t["sample_id"].to_numpy(dtype=object)
+    extra = ~pd.Index(ref_ids).isin(ids)
+    unknown = ~pd.Index(ids).isin(ref_ids)
+    if unknown.any():
+        r = int(np.argmax(unknown))
+        raise ContractError(
+            f"{where}: row {r} (sample_id {ids[r]!r}): not among the test ids of run {ref_run!r}"
+        )
+    first = ref_ids[int(np.argmax(extra))]
+    raise ContractError(f"{where}: lacks test sample_id {first!r} that run {ref_run!r} has")

@@ -69,6 +69,184 @@ def main_callback(
     )
 
 
+ParamOpt = Annotated[
+    Optional[list[str]],  # noqa: UP045
+    typer.Option(
+        "--param",
+        help="A meta learner parameter, LEARNER.NAME=VALUE (repeatable), e.g. rf.n_estimators=300.",
+    ),
+]
+RunsOpt = Annotated[
+    Optional[str],  # noqa: UP045
+    typer.Option("--runs", help="Comma-separated run names (default: every complete run)."),
+]
+
+
+def _params(items: list[str] | None) -> dict:
+    from stackkit.meta import parse_params
+
+    return parse_params(items or [])
+
+
+@app.command("import")
+@expected_errors
+def import_cmd(
+    run: Annotated[str, typer.Argument(help="Name of the run to create.")],
+    oof: Annotated[Path, typer.Option("--oof", help="OOF scores: parquet, CSV or .npy.")],
+    test: Annotated[Path, typer.Option("--test", help="Test scores: parquet, CSV or .npy.")],
+    kind: Annotated[str, typer.Option("--kind", help="logits or proba.")] = "logits",
+    oof_ids: Annotated[
+        Optional[Path],  # noqa: UP045
+        typer.Option("--oof-ids", help="Sample ids for an OOF .npy (one per line, or CSV)."),
+    ] = None,
+    test_ids: Annotated[
+        Optional[Path],  # noqa: UP045
+        typer.Option("--test-ids", help="Sample ids for a test .npy (one per line, or CSV)."),
+    ] = None,
+    model: Annotated[str, typer.Option("--model", help="What produced the scores.")] = "external",
+    force: Annotated[bool, typer.Option("--force", help="Replace an existing run.")] = False,
+    artifacts: ArtifactsOpt = None,
+) -> None:
+    """Bring logits or probabilities made elsewhere into a run, checked like any other."""
+    from stackkit.importer import import_run
+    from stackkit.store import Store
+
+    store = Store(artifacts)
+    path = import_run(
+        store,
+        run,
+        oof,
+        test,
+        kind=kind,
+        oof_ids=oof_ids,
+        test_ids=test_ids,
+        model=model,
+        force=force,
+    )
+    import json
+
+    m = json.loads((path / "run.json").read_text())["metrics"]
+    print(
+        f"imported run {run!r} into {path}: OOF macro-F1 {m['oof_macro_f1']:.4f}, "
+        f"accuracy {m['oof_accuracy']:.4f}, log loss {m['oof_log_loss']:.4f}"
+    )
+
+
+CANDIDATE_COLUMNS = [
+    ("meta", "meta", ""),
+    ("cv_macro_f1", "CV macro-F1", ".4f"),
+    ("cv_macro_f1_std", "± folds", ".4f"),
+    ("cv_accuracy", "accuracy", ".4f"),
+    ("cv_log_loss", "log loss", ".4f"),
+    ("seconds", "seconds", ".1f"),
+    ("pick", "", ""),
+]
+
+
+@app.command("fit")
+@expected_errors
+def fit_cmd(
+    meta: Annotated[
+        str,
+        typer.Option(
+            "--meta", help="auto, or comma-separated: vote,caruana,lr,svm,knn,rf,xgboost."
+        ),
+    ] = "auto",
+    runs: RunsOpt = None,
+    name: Annotated[
+        Optional[str],  # noqa: UP045
+        typer.Option("--name", help="Ensemble name (default: the --meta value)."),
+    ] = None,
+    param: ParamOpt = None,
+    tune_bias: Annotated[
+        bool,
+        typer.Option("--tune-bias", help="Per-class offsets maximising macro-F1, fitted in CV."),
+    ] = False,
+    nested: Annotated[
+        bool, typer.Option("--nested", help="Also estimate the whole selection with nested CV.")
+    ] = False,
+    n_jobs: Annotated[int, typer.Option("--n-jobs", help="Folds fitted in parallel.")] = 1,
+    no_cache: Annotated[bool, typer.Option("--no-cache", help="Ignore cached CV results.")] = False,
+    artifacts: ArtifactsOpt = None,
+) -> None:
+    """Cross-validate meta learners over the stored runs, pick one, write ensembles/NAME/."""
+    from stackkit.fit import fit_ensemble
+    from stackkit.store import Store
+    from stackkit.tables import format_table
+
+    res = fit_ensemble(
+        Store(artifacts),
+        meta=meta,
+        runs=split_names(runs),
+        name=name,
+        params=_params(param),
+        tune_bias=tune_bias,
+        nested=nested,
+        n_jobs=n_jobs,
+        use_cache=not no_cache,
+        command=sys.argv,
+    )
+    rows = [dict(r.row(), pick="<- picked" if r is res.selected else "") for r in res.candidates]
+    print(f"{len(res.runset.names)} runs: {', '.join(res.runset.names)}")
+    print(format_table(rows, CANDIDATE_COLUMNS))
+    line = f"picked {res.selected.meta}: CV macro-F1 {res.selected.scores['macro_f1']:.4f}"
+    if res.bias_offsets is not None:
+        line += f", after bias tuning {res.final_scores['macro_f1']:.4f}"
+    if res.nested_macro_f1 is not None:
+        line += f"; nested estimate of the whole procedure {res.nested_macro_f1:.4f}"
+    print(line)
+    print(f"wrote {res.path}")
+
+
+@app.command("leaderboard")
+@expected_errors
+def leaderboard_cmd(
+    runs: RunsOpt = None,
+    meta: Annotated[str, typer.Option("--meta", help="Candidates: auto or a comma list.")] = "auto",
+    param: ParamOpt = None,
+    no_loro: Annotated[
+        bool, typer.Option("--no-loro", help="Skip the leave-one-run-out column.")
+    ] = False,
+    n_jobs: Annotated[int, typer.Option("--n-jobs", help="Folds fitted in parallel.")] = 1,
+    no_cache: Annotated[bool, typer.Option("--no-cache", help="Ignore cached CV results.")] = False,
+    artifacts: ArtifactsOpt = None,
+) -> None:
+    """Every run and every meta candidate over the chosen runs, with leave-one-run-out."""
+    from stackkit.leaderboard import leaderboard
+    from stackkit.store import Store
+    from stackkit.tables import format_table
+
+    board = leaderboard(
+        Store(artifacts),
+        runs=split_names(runs),
+        meta=meta,
+        params=_params(param),
+        loro=not no_loro,
+        n_jobs=n_jobs,
+        use_cache=not no_cache,
+    )
+    print("runs (own OOF predictions)")
+    loro = f"without it ({board.loro_meta})" if board.loro_meta else "loro"
+    print(
+        format_table(
+            board.runs,
+            [
+                ("run", "run", ""),
+                ("model", "model", ""),
+                ("oof_macro_f1", "macro-F1", ".4f"),
+                ("macro_f1_std", "± folds", ".4f"),
+                ("oof_accuracy", "accuracy", ".4f"),
+                ("oof_log_loss", "log loss", ".4f"),
+                ("loro_delta", f"loss {loro}", "+.4f"),
+            ],
+        )
+    )
+    print()
+    print("meta candidates (cross-validated over the stored folds)")
+    rows = [dict(r.row(), pick="<- best" if r is board.best else "") for r in board.candidates]
+    print(format_table(rows, CANDIDATE_COLUMNS))
+
+
 def main() -> None:
     app()
 

@@ -47,5 +47,11 @@ def make_folds(
     meta.update(version=schema.CONTRACT_VERSION, classes=list(classes), n_folds=n_folds, seed=seed)
     folds = schema.validate_folds(frame, meta, "new folds")
     sizes = np.bincount(fold, minlength=n_folds)
-    log.info("%d samples, %d groups -> %d folds of %s samples", len(ids), n_groups, n_folds, sizes.tolist())
+    log.info(
+        "%d samples, %d groups -> %d folds of %s samples",
+        len(ids),
+        n_groups,
+        n_folds,
+        sizes.tolist(),
+    )
     return folds

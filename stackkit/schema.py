@@ -41,9 +41,19 @@ META_NAMES = ("vote", "caruana", "lr", "svm", "knn", "rf", "xgboost")
 
 FOLDS_COLUMNS = {"sample_id": "string", "group": "string", "label": "int16", "fold": "int8"}
 RUN_INFO_REQUIRED = (
-    "run", "model", "classes", "n_folds", "folds_hash", "seed", "tta",
-    "metrics", "created", "versions", "config", "pseudo",
-)  # fmt: skip
+    "run",
+    "model",
+    "classes",
+    "n_folds",
+    "folds_hash",
+    "seed",
+    "tta",
+    "metrics",
+    "created",
+    "versions",
+    "config",
+    "pseudo",
+)
 
 
 def logit_columns(n_classes: int) -> list[str]:
@@ -153,7 +163,10 @@ class Folds:
     def metadata(self) -> dict:
         out = dict(self.meta)
         out.update(
-            version=CONTRACT_VERSION, classes=list(self.classes), n_folds=self.n_folds, seed=self.seed
+            version=CONTRACT_VERSION,
+            classes=list(self.classes),
+            n_folds=self.n_folds,
+            seed=self.seed,
         )
         return out
 
@@ -229,7 +242,9 @@ def _logits(df: pd.DataFrame, n_classes: int, where: str) -> np.ndarray:
     if bad.any():
         pos = int(np.argmax(bad))
         col = cols[int(np.argmax(~np.isfinite(x[pos])))]
-        raise _fail(where, f"{_row(df, pos)}: {col} is {x[pos, cols.index(col)]} (logits must be finite)")
+        raise _fail(
+            where, f"{_row(df, pos)}: {col} is {x[pos, cols.index(col)]} (logits must be finite)"
+        )
     return x.astype(np.float32)
 
 
@@ -269,7 +284,10 @@ def validate_oof(df: pd.DataFrame, folds: Folds, where: str) -> pd.DataFrame:
     bad = fold != expected
     if bad.any():
         r = int(np.argmax(bad))
-        raise _fail(where, f"{_row(df, r)}: fold {fold[r]} disagrees with folds.parquet (fold {expected[r]})")
+        raise _fail(
+            where,
+            f"{_row(df, r)}: fold {fold[r]} disagrees with folds.parquet (fold {expected[r]})",
+        )
     x = _logits(df, folds.n_classes, where)
     return _frame(ids.to_numpy(dtype=object), fold, x)
 
@@ -316,7 +334,9 @@ def validate_run_info(info: object, folds: Folds, where: str) -> dict:
             f"class {i} is named {info['classes'][i]!r}, folds.parquet names it {folds.classes[i]!r}",
         )
     if info["n_folds"] != folds.n_folds:
-        raise _fail(where, f"n_folds {info['n_folds']} disagrees with folds.parquet ({folds.n_folds})")
+        raise _fail(
+            where, f"n_folds {info['n_folds']} disagrees with folds.parquet ({folds.n_folds})"
+        )
     if info["folds_hash"] != folds.hash:
         raise _fail(
             where,
@@ -339,7 +359,9 @@ def proba_frame(ids, proba: np.ndarray) -> pd.DataFrame:
     p = np.asarray(proba, dtype=np.float64)
     p = p / p.sum(axis=1, keepdims=True)
     out = pd.DataFrame({"sample_id": pd.array(list(ids), dtype="string")})
-    return pd.concat([out, pd.DataFrame(p.astype(np.float32), columns=prob_columns(p.shape[1]))], axis=1)
+    return pd.concat(
+        [out, pd.DataFrame(p.astype(np.float32), columns=prob_columns(p.shape[1]))], axis=1
+    )
 
 
 def validate_proba(df: pd.DataFrame, n_classes: int, where: str) -> pd.DataFrame:
@@ -356,7 +378,9 @@ def validate_proba(df: pd.DataFrame, n_classes: int, where: str) -> pd.DataFrame
 PSEUDO_COLUMNS = {"sample_id": "string", "label": "int16", "confidence": "float32"}
 
 
-def validate_pseudo(df: pd.DataFrame, meta: dict | None, n_classes: int, where: str) -> pd.DataFrame:
+def validate_pseudo(
+    df: pd.DataFrame, meta: dict | None, n_classes: int, where: str
+) -> pd.DataFrame:
     if not isinstance(meta, dict) or meta.get("version") != CONTRACT_VERSION:
         raise _fail(where, "schema metadata 'stackkit' is missing or not version 1")
     for key in ("ensemble", "ensemble_hash", "folds_hash", "rule", "per_class"):
@@ -372,6 +396,4 @@ def validate_pseudo(df: pd.DataFrame, meta: dict | None, n_classes: int, where: 
     bad = ~np.isfinite(conf) | (conf < 0) | (conf > 1)
     if bad.any():
         raise _fail(where, f"{_row(df, int(np.argmax(bad)))}: confidence must lie in [0, 1]")
-    return pd.DataFrame(
-        {"sample_id": ids, "label": label, "confidence": conf.astype(np.float32)}
-    )
+    return pd.DataFrame({"sample_id": ids, "label": label, "confidence": conf.astype(np.float32)})

@@ -174,9 +174,14 @@ class RunSet:
     def subset(self, names: Sequence[str]) -> RunSet:
         idx = [self.names.index(n) for n in sorted(names)]
         return RunSet(
-            [self.names[i] for i in idx], self.folds, self.oof[idx], self.test_ids,
-            self.test[idx], {n: self.hashes[n] for n in names}, {n: self.infos[n] for n in names},
-        )  # fmt: skip
+            [self.names[i] for i in idx],
+            self.folds,
+            self.oof[idx],
+            self.test_ids,
+            self.test[idx],
+            {n: self.hashes[n] for n in names},
+            {n: self.infos[n] for n in names},
+        )
 
 
 # --------------------------------------------------------------------------------------------
@@ -266,8 +271,16 @@ class Store:
         info = schema.validate_run_info(
             read_json(d / schema.RUN_FILE, where(schema.RUN_FILE)), folds, where(schema.RUN_FILE)
         )
-        oof = schema.validate_oof(read_parquet(d / schema.OOF_FILE, where(schema.OOF_FILE))[0], folds, where(schema.OOF_FILE))
-        test = schema.validate_test(read_parquet(d / schema.TEST_FILE, where(schema.TEST_FILE))[0], folds, where(schema.TEST_FILE))
+        oof = schema.validate_oof(
+            read_parquet(d / schema.OOF_FILE, where(schema.OOF_FILE))[0],
+            folds,
+            where(schema.OOF_FILE),
+        )
+        test = schema.validate_test(
+            read_parquet(d / schema.TEST_FILE, where(schema.TEST_FILE))[0],
+            folds,
+            where(schema.TEST_FILE),
+        )
         return oof, test, info
 
     def run_hash(self, run: str) -> str:
@@ -316,9 +329,16 @@ class Store:
                 test_ids, first = ids, name
                 test = np.empty((len(names), k, len(ids), c), np.float32)
             elif len(ids) != len(test_ids) or (ids != test_ids).any():
-                _test_id_mismatch(t, test_ids, f"run {name!r}: {self.rel(self.run_dir(name) / schema.TEST_FILE)}", first)
+                _test_id_mismatch(
+                    t,
+                    test_ids,
+                    f"run {name!r}: {self.rel(self.run_dir(name) / schema.TEST_FILE)}",
+                    first,
+                )
             tpos = pd.Index(test_ids).get_indexer(t["sample_id"].to_numpy(dtype=object))
-            test[r, t["fold"].to_numpy(dtype=np.int64), tpos] = t[schema.logit_columns(c)].to_numpy()
+            test[r, t["fold"].to_numpy(dtype=np.int64), tpos] = t[
+                schema.logit_columns(c)
+            ].to_numpy()
             hashes[name] = self.run_hash(name)
             infos[name] = info
         return RunSet(names, folds, oof, test_ids, test, hashes, infos)

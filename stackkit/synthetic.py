@@ -47,12 +47,19 @@ def run_info(name: str, folds: schema.Folds, **extra) -> dict:
     from stackkit import __version__
 
     info = {
-        "run": name, "model": "external", "classes": list(folds.classes), "n_folds": folds.n_folds,
-        "folds_hash": folds.hash, "seed": folds.seed, "tta": [], "metrics": {},
+        "run": name,
+        "model": "external",
+        "classes": list(folds.classes),
+        "n_folds": folds.n_folds,
+        "folds_hash": folds.hash,
+        "seed": folds.seed,
+        "tta": [],
+        "metrics": {},
         "created": pd.Timestamp.now(tz="UTC").isoformat(),
         "versions": {"python": platform.python_version(), "stackkit": __version__},
-        "config": {}, "pseudo": None,
-    }  # fmt: skip
+        "config": {},
+        "pseudo": None,
+    }
     info.update(extra)
     return info
 
@@ -102,7 +109,10 @@ def make_case(
     folds = make_folds(ids, groups, y, MASK_CLASSES, n_folds=n_folds, seed=seed)
     t_groups = -(-n_test // per_group)
     t_ids, _, t_y = _samples(rng, t_groups, per_group, "t")
-    t_ids, t_y = np.array([f"{s.replace('/', '_')}.jpg" for s in t_ids[:n_test]], object), t_y[:n_test]
+    t_ids, t_y = (
+        np.array([f"{s.replace('/', '_')}.jpg" for s in t_ids[:n_test]], object),
+        t_y[:n_test],
+    )
     diff_tr = rng.normal(0.0, 1.0, size=(len(y), c))
     diff_te = rng.normal(0.0, 1.0, size=(len(t_y), c))
     qualities = np.linspace(1.0, 0.45, n_runs)
@@ -112,15 +122,24 @@ def make_case(
         name = f"run{r:02d}"
         o = _logits(rng, y, diff_tr, q, c, n_runs)
         oof[name] = pd.concat(
-            [pd.DataFrame({"sample_id": ids, "fold": fold_of.astype("int8")}),
-             pd.DataFrame(o, columns=schema.logit_columns(c))], axis=1)  # fmt: skip
+            [
+                pd.DataFrame({"sample_id": ids, "fold": fold_of.astype("int8")}),
+                pd.DataFrame(o, columns=schema.logit_columns(c)),
+            ],
+            axis=1,
+        )
         base = _logits(rng, t_y, diff_te, q, c, n_runs)
         parts = []
         for k in range(n_folds):
             tk = base + rng.normal(0.0, 0.4, size=base.shape).astype(np.float32)
             parts.append(
-                pd.concat([pd.DataFrame({"sample_id": t_ids, "fold": np.full(len(t_ids), k, "int8")}),
-                           pd.DataFrame(tk, columns=schema.logit_columns(c))], axis=1)  # fmt: skip
+                pd.concat(
+                    [
+                        pd.DataFrame({"sample_id": t_ids, "fold": np.full(len(t_ids), k, "int8")}),
+                        pd.DataFrame(tk, columns=schema.logit_columns(c)),
+                    ],
+                    axis=1,
+                )
             )
         test[name] = pd.concat(parts, ignore_index=True)
     return Case(folds, oof, test, pd.Series(t_y, index=t_ids, name="label"))

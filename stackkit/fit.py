@@ -1,0 +1,269 @@
+"""``stackkit fit``: cross-validate meta learners over stored runs, pick one, write an ensemble.
+
+    >>> res = fit_ensemble(Store("artifacts"), meta="auto", tune_bias=True)
+    >>> res.selected.meta, res.selected.scores["macro_f1"]
+
+Steps: load and validate the runs; cross-validate every candidate over the stored folds (meta
+predictions for fold k come from a learner fitted on the other folds); pick the best CV macro-F1
+(ties to the simpler); optionally tune per-class offsets inside the same CV; optionally estimate
+the whole procedure with nested CV; refit the pick on all OOF rows; predict the test set from the
+runs' fold-averaged test probabilities; write ``ensembles/<name>/`` whole or not at all.
+"""
+
+from __future__ import annotations
+
+import logging
+import platform
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from stackkit import __version__, metrics, schema, stacking
+from stackkit.cache import inputs_key, memory
+from stackkit.errors import StackkitError
+from stackkit.store import RunSet, Store, atomic_dir, write_json, write_parquet
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class FitResult:
+    name: str
+    path: Path
+    runset: RunSet
+    candidates: list[stacking.CVResult]
+    selected: stacking.CVResult
+    oof_proba: np.ndarray  # what oof_proba.parquet holds (bias-shifted when tuned)
+    test_proba: np.ndarray
+    final_scores: dict  # scores of oof_proba (after bias tuning when tuned)
+    nested_macro_f1: float | None
+    nested_picks: list[str] | None
+    bias_offsets: np.ndarray | None
+    summary: dict
+
+
+def resolve_metas(meta: str | list[str]) -> list[str]:
+    """``"auto"`` -> all seven in simplicity order; else the listed names, each checked."""
+    from stackkit.meta import SIMPLICITY
+
+    names = [m.strip() for m in (meta.split(",") if isinstance(meta, str) else meta) if m.strip()]
+    if not names:
+        raise StackkitError("--meta: no meta learner named")
+    if names == ["auto"]:
+        return list(SIMPLICITY)
+    unknown = [m for m in names if m not in schema.META_NAMES]
+    if unknown:
+        raise StackkitError(
+            f"--meta: unknown meta learner {unknown[0]!r} (known: auto, {', '.join(schema.META_NAMES)})"
+        )
+    return list(dict.fromkeys(names))
+
+
+def check_run_names(store: Store, runs: list[str] | None) -> list[str] | None:
+    if runs is None:
+        return None
+    if not runs:
+        raise StackkitError("--runs: the run set is empty")
+    have = store.run_names()
+    unknown = [r for r in runs if r not in have]
+    if unknown:
+        raise StackkitError(
+            f"--runs: unknown run {unknown[0]!r} in {store.root / 'runs'} "
+            f"(complete runs: {', '.join(have) or 'none'})"
+        )
+    return runs
+
+
+def cross_validate(
+    runset: RunSet, metas: list[str], params: dict | None, n_jobs: int = 1, use_cache: bool = True
+) -> list[stacking.CVResult]:
+    """CV results for each named learner, answered from the on-disk cache when inputs match."""
+    from tqdm.auto import tqdm
+
+    X = stacking.features(runset)
+    y, f, c = runset.folds.labels, runset.folds.fold_ids, runset.folds.n_classes
+    cached = memory(use_cache).cache(_cv_cached, ignore=["X", "y", "fold_ids", "n_jobs"])
+    key = inputs_key(runset)
+    out = []
+    for m in tqdm(metas, desc="meta CV", unit="learner", disable=None, leave=False):
+        p = {m: (params or {}).get(m) or {}}
+        out.append(cached(key, m, p, X, y, f, c, n_jobs))
+    return out
+
+
+def _cv_cached(key, meta, params, X, y, fold_ids, n_classes, n_jobs):
+    return stacking.cross_val_meta(meta, X, y, fold_ids, n_classes, params, n_jobs)
+
+
+def fit_ensemble(
+    store: Store,
+    meta: str | list[str] = "auto",
+    runs: list[str] | None = None,
+    name: str | None = None,
+    params: dict | None = None,
+    tune_bias: bool = False,
+    nested: bool = False,
+    n_jobs: int = 1,
+    use_cache: bool = True,
+    command: list[str] | None = None,
+) -> FitResult:
+    """Fit the ensemble and write ``ensembles/<name>/`` (see module docstring)."""
+    from stackkit.decision import BiasTuner, cross_val_bias
+    from stackkit.meta import make_learner
+
+    metas = resolve_metas(meta)
+    folds = store.read_folds()
+    runs = check_run_names(store, runs)
+    for m, p in (params or {}).items():  # fail on a bad --param before any work
+        make_learner(m, n_classes=folds.n_classes, params=p)
+    runset = store.load_runs(runs, folds)
+    name = name or (meta if isinstance(meta, str) else "+".join(metas)).replace(",", "+")
+    y, f, c = folds.labels, folds.fold_ids, folds.n_classes
+
+    candidates = cross_validate(runset, metas, params, n_jobs, use_cache)
+    selected = stacking.choose(candidates)
+    log.info("selected %s (CV macro-F1 %.4f)", selected.meta, selected.scores["macro_f1"])
+
+    oof_proba, offsets = selected.oof_proba, None
+    if tune_bias:
+        shifted, _ = cross_val_bias(stacking._log(oof_proba), y, f, n_classes=c)
+        oof_proba = metrics.softmax(shifted)
+        offsets = BiasTuner(n_classes=c).fit(stacking._log(selected.oof_proba), y).offsets_
+    final_scores = metrics.scores(y, oof_proba, f)
+
+    nested_f1 = picks = None
+    if nested:
+        nested_proba, picks = stacking.nested_cv(
+            metas, stacking.features(runset), y, f, c, params, tune_bias, n_jobs
+        )
+        nested_f1 = metrics.macro_f1(y, nested_proba.argmax(1), c)
+
+    est = make_learner(selected.meta, n_classes=c, params=(params or {}).get(selected.meta))
+    est.fit(stacking.features(runset), y)
+    test_proba = est.predict_proba(stacking.test_features(runset))
+    if offsets is not None:
+        test_proba = metrics.softmax(stacking._log(test_proba) + offsets)
+
+    summary = _summary(est, runset)
+    res = FitResult(
+        name,
+        store.ensemble_dir(name),
+        runset,
+        candidates,
+        selected,
+        oof_proba,
+        test_proba,
+        final_scores,
+        nested_f1,
+        picks,
+        offsets,
+        summary,
+    )
+    write_ensemble(store, res, params, command)
+    return res
+
+
+def _summary(est, runset: RunSet) -> dict:
+    out = {"params": _jsonable(est.get_params())}
+    if hasattr(est, "summary_"):
+        out["summary"] = _jsonable(est.summary_())
+    w = getattr(est, "run_weights_", None)
+    if w is not None:
+        out["run_weights"] = {n: float(v) for n, v in zip(runset.names, np.asarray(w))}
+    return out
+
+
+def _jsonable(o):
+    if isinstance(o, dict):
+        return {str(k): _jsonable(v) for k, v in o.items()}
+    if isinstance(o, (list, tuple)):
+        return [_jsonable(v) for v in o]
+    if isinstance(o, np.ndarray):
+        return _jsonable(o.tolist())
+    if isinstance(o, (np.integer, np.floating, np.bool_)):
+        return o.item()
+    if o is None or isinstance(o, (str, int, float, bool)):
+        return o
+    return repr(o)
+
+
+def submission_frame(runset: RunSet, test_proba: np.ndarray) -> pd.DataFrame:
+    """``ImageID,ans`` in eval/info.csv order for the mask layout, else ``sample_id,label``."""
+    pred = test_proba.argmax(axis=1)
+    data = runset.folds.meta.get("data") or {}
+    if data.get("layout") == "mask":
+        info = Path(data.get("root", "")) / "eval" / "info.csv"
+        if info.is_file():
+            order = pd.read_csv(info, dtype={"ImageID": str})["ImageID"].to_numpy(dtype=object)
+            pos = pd.Index(runset.test_ids).get_indexer(order)
+            if (pos < 0).any():
+                bad = order[int(np.argmax(pos < 0))]
+                raise StackkitError(f"{info}: ImageID {bad!r} has no test prediction in the runs")
+            return pd.DataFrame({"ImageID": order, "ans": pred[pos]})
+        log.warning("%s not found: submission.csv in sorted ImageID order", info)
+        return pd.DataFrame({"ImageID": runset.test_ids, "ans": pred})
+    return pd.DataFrame({"sample_id": runset.test_ids, "label": pred})
+
+
+def write_ensemble(store: Store, res: FitResult, params: dict | None, command) -> Path:
+    import sklearn
+
+    rs = res.runset
+    leaderboard = {
+        "selected": res.selected.meta,
+        "candidates": [r.row() for r in res.candidates],
+        "nested_macro_f1": res.nested_macro_f1,
+        "bias_tuned": res.bias_offsets is not None,
+    }
+    ensemble = {
+        "name": res.name,
+        "created": pd.Timestamp.now(tz="UTC").isoformat(),
+        "command": command,
+        "inputs": {
+            "runs": [
+                {"run": n, "hash": rs.hashes[n], "model": rs.infos[n].get("model")}
+                for n in rs.names
+            ],
+            "folds_hash": rs.folds.hash,
+        },
+        "meta": res.selected.meta,
+        "params": res.summary.get("params"),
+        "learner": res.summary.get("summary"),
+        "run_weights": res.summary.get("run_weights"),
+        "bias_offsets": None if res.bias_offsets is None else [float(v) for v in res.bias_offsets],
+        "scores": {
+            "cv_macro_f1": res.selected.scores["macro_f1"],
+            "cv_macro_f1_std": res.selected.scores["macro_f1_std"],
+            "final_oof_macro_f1": res.final_scores["macro_f1"],
+            "final_oof_accuracy": res.final_scores["accuracy"],
+            "final_oof_log_loss": res.final_scores["log_loss"],
+            "nested_macro_f1": res.nested_macro_f1,
+            "nested_picks": res.nested_picks,
+        },
+        "cli_params": params or {},
+        "versions": {
+            "python": platform.python_version(),
+            "stackkit": __version__,
+            "numpy": np.__version__,
+            "pandas": pd.__version__,
+            "scikit-learn": sklearn.__version__,
+            "xgboost": _xgb_version(),
+        },
+    }
+    ids = rs.folds.frame["sample_id"].to_numpy(dtype=object)
+    with atomic_dir(res.path) as tmp:
+        write_parquet(schema.proba_frame(ids, res.oof_proba), tmp / "oof_proba.parquet")
+        write_parquet(schema.proba_frame(rs.test_ids, res.test_proba), tmp / "test_proba.parquet")
+        submission_frame(rs, res.test_proba).to_csv(tmp / "submission.csv", index=False)
+        write_json(leaderboard, tmp / "leaderboard.json")
+        write_json(ensemble, tmp / "ensemble.json")
+    log.info("wrote %s", res.path)
+    return res.path
+
+
+def _xgb_version() -> str | None:
+    mod = sys.modules.get("xgboost")
+    return getattr(mod, "__version__", None)

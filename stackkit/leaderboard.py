@@ -1,0 +1,76 @@
+"""``stackkit leaderboard``: every run and every meta candidate over the chosen runs, in one table.
+
+Runs are scored on their own OOF logits; meta candidates by cross-validated OOF macro-F1 over
+the stored folds; the leave-one-run-out column says how much the best candidate loses when each
+run is dropped (positive: the run helps). CV results come from the on-disk cache when the inputs
+and parameters are unchanged, so asking twice costs only reading the runs.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+from stackkit import metrics
+from stackkit.fit import check_run_names, cross_validate, resolve_metas
+from stackkit.stacking import CVResult, choose
+from stackkit.store import RunSet, Store
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Leaderboard:
+    runset: RunSet
+    runs: list[dict]  # run, oof_macro_f1, oof_accuracy, oof_log_loss, macro_f1_std, loro_delta
+    candidates: list[CVResult]
+    best: CVResult
+    loro_meta: str | None
+
+
+def run_scores(runset: RunSet) -> list[dict]:
+    y, f = runset.folds.labels, runset.folds.fold_ids
+    rows = []
+    for i, name in enumerate(runset.names):
+        s = metrics.scores(y, metrics.softmax(runset.oof[i]), f)
+        rows.append(
+            {
+                "run": name,
+                "model": runset.infos[name].get("model"),
+                "oof_macro_f1": s["macro_f1"],
+                "macro_f1_std": s["macro_f1_std"],
+                "oof_accuracy": s["accuracy"],
+                "oof_log_loss": s["log_loss"],
+            }
+        )
+    return rows
+
+
+def leaderboard(
+    store: Store,
+    runs: list[str] | None = None,
+    meta: str | list[str] = "auto",
+    params: dict | None = None,
+    loro: bool = True,
+    n_jobs: int = 1,
+    use_cache: bool = True,
+) -> Leaderboard:
+    metas = resolve_metas(meta)
+    folds = store.read_folds()
+    runset = store.load_runs(check_run_names(store, runs), folds)
+    rows = run_scores(runset)
+    candidates = cross_validate(runset, metas, params, n_jobs, use_cache)
+    best = choose(candidates)
+    loro_meta = None
+    if loro and runset.n_runs > 1:
+        loro_meta = best.meta
+        full = best.scores["macro_f1"]
+        for row in rows:
+            rest = [n for n in runset.names if n != row["run"]]
+            (res,) = cross_validate(runset.subset(rest), [loro_meta], params, n_jobs, use_cache)
+            row["loro_delta"] = full - res.scores["macro_f1"]
+    return Leaderboard(runset, rows, candidates, best, loro_meta)
+
+
+def best_single_run(board: Leaderboard) -> dict:
+    return max(board.runs, key=lambda r: r["oof_macro_f1"])

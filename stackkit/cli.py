@@ -37,11 +37,10 @@ ArtifactsOpt = Annotated[
 
 
 def split_names(value: str | None) -> list[str] | None:
-    """``"a,b, c"`` -> ``["a", "b", "c"]``; None or empty -> None."""
+    """``"a,b, c"`` -> ``["a", "b", "c"]``; None -> None; ``","`` -> ``[]`` (refused later)."""
     if value is None:
         return None
-    names = [v.strip() for v in value.split(",") if v.strip()]
-    return names or None
+    return [v.strip() for v in value.split(",") if v.strip()]
 
 
 def expected_errors(fn):

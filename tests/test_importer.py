@@ -1,0 +1,122 @@
+"""`stackkit import`: parquet, CSV and .npy inputs, logits or probabilities."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+from typer.testing import CliRunner
+
+from stackkit import metrics
+from stackkit.cli import app
+from stackkit.errors import StackkitError
+from stackkit.importer import import_run
+
+
+@pytest.fixture
+def source(store, small_case):
+    """run00's logits as an external tool would hand them over."""
+    oof = small_case.oof["run00"].sample(frac=1.0, random_state=0)  # any row order
+    test = small_case.test["run00"]
+    return oof, test
+
+
+def _stored(store, run):
+    folds = store.read_folds()
+    return store.load_runs([run], folds)
+
+
+def test_parquet_logits_round_trip(store, source, tmp_path):
+    oof, test = source
+    oof.to_parquet(tmp_path / "o.parquet")
+    test.to_parquet(tmp_path / "t.parquet")
+    import_run(store, "ext", tmp_path / "o.parquet", tmp_path / "t.parquet")
+    a, b = _stored(store, "ext"), _stored(store, "run00")
+    np.testing.assert_array_equal(a.oof, b.oof)
+    np.testing.assert_array_equal(a.test, b.test)
+    info = json.loads((store.run_dir("ext") / "run.json").read_text())
+    y = store.read_folds().labels
+    assert info["metrics"]["oof_macro_f1"] == pytest.approx(
+        metrics.macro_f1(y, b.oof[0].argmax(1), 18), abs=1e-12
+    )
+    assert len(info["metrics"]["per_fold"]) == 5
+
+
+def test_csv_probabilities_without_fold_column(store, source, tmp_path):
+    oof, test = source
+    p_oof = metrics.softmax(oof.filter(like="logit_").to_numpy())
+    df = pd.DataFrame(p_oof, columns=[f"prob_{c}" for c in range(18)])
+    df.insert(0, "sample_id", oof["sample_id"].to_numpy())
+    df.to_csv(tmp_path / "o.csv", index=False)
+    t0 = test[test["fold"] == 0]
+    tdf = pd.DataFrame(metrics.softmax(t0.filter(like="logit_").to_numpy()))
+    tdf.insert(0, "sample_id", t0["sample_id"].to_numpy())
+    tdf.to_csv(tmp_path / "t.csv", index=False)
+    result = CliRunner().invoke(
+        app,
+        ["import", "extp", "--oof", str(tmp_path / "o.csv"), "--test", str(tmp_path / "t.csv"),
+         "--kind", "proba", "--artifacts", str(store.root)],
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert "imported run 'extp'" in result.stdout
+    a, b = _stored(store, "extp"), _stored(store, "run00")
+    np.testing.assert_allclose(metrics.softmax(a.oof[0]), metrics.softmax(b.oof[0]), atol=1e-5)
+    assert a.test.shape[1] == 5  # one copy per fold model
+    np.testing.assert_array_equal(a.test[0, 0], a.test[0, 4])
+
+
+def test_npy_with_id_lists(store, source, tmp_path):
+    oof, test = source
+    np.save(tmp_path / "o.npy", oof.filter(like="logit_").to_numpy())
+    (tmp_path / "o.txt").write_text("\n".join(oof["sample_id"]) + "\n")
+    ids = sorted(test["sample_id"].unique())
+    stack = np.stack([
+        test[test["fold"] == k].set_index("sample_id").loc[ids].filter(like="logit_").to_numpy()
+        for k in range(5)
+    ])  # fmt: skip
+    np.save(tmp_path / "t.npy", stack)
+    (tmp_path / "t.txt").write_text("\n".join(ids))
+    import_run(store, "extn", tmp_path / "o.npy", tmp_path / "t.npy",
+               oof_ids=tmp_path / "o.txt", test_ids=tmp_path / "t.txt")  # fmt: skip
+    a, b = _stored(store, "extn"), _stored(store, "run00")
+    np.testing.assert_array_equal(a.oof, b.oof)
+    np.testing.assert_array_equal(a.test, b.test)
+
+
+@pytest.mark.parametrize(
+    ("setup", "message"),
+    [
+        (lambda o, t, d: (d / "o.txt", t), "unsupported file type '.txt'"),
+        (lambda o, t, d: (o, d / "missing.parquet"), "missing.parquet: file not found"),
+        (lambda o, t, d: (d / "o.npy", t), "needs its sample-id list"),
+        (lambda o, t, d: (o.with_suffix(".bad.parquet"), t), "cannot be read"),
+    ],
+)
+def test_bad_files(store, source, tmp_path, setup, message):
+    oof, test = source
+    oof.to_parquet(tmp_path / "o.parquet")
+    test.to_parquet(tmp_path / "t.parquet")
+    (tmp_path / "o.txt").write_text("x")
+    np.save(tmp_path / "o.npy", np.zeros((3, 18)))
+    (tmp_path / "o.bad.parquet").write_bytes(b"PAR1 not really")
+    o, t = setup(tmp_path / "o.parquet", tmp_path / "t.parquet", tmp_path)
+    with pytest.raises(StackkitError, match=None) as exc:
+        import_run(store, "bad", o, t)
+    assert message in str(exc.value)
+    assert not store.run_dir("bad").exists()
+
+
+def test_refuses_existing_run_and_nan(store, source, tmp_path):
+    oof, test = source
+    oof.to_parquet(tmp_path / "o.parquet")
+    test.to_parquet(tmp_path / "t.parquet")
+    with pytest.raises(StackkitError, match="already exists"):
+        import_run(store, "run00", tmp_path / "o.parquet", tmp_path / "t.parquet")
+    bad = oof.copy()
+    bad.iloc[2, bad.columns.get_loc("logit_3")] = np.nan
+    bad.to_parquet(tmp_path / "nan.parquet")
+    with pytest.raises(StackkitError, match=r"row 2 .*logit_3 is nan"):
+        import_run(store, "nanrun", tmp_path / "nan.parquet", tmp_path / "t.parquet")
+    assert not store.run_dir("nanrun").exists()

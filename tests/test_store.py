@@ -1,0 +1,94 @@
+"""The store: atomic writes, round trips, aligned run sets."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from stackkit.errors import StackkitError
+from stackkit.store import Store, atomic_dir, atomic_path
+
+
+def test_atomic_path_leaves_nothing_on_failure(tmp_path):
+    target = tmp_path / "f.txt"
+    target.write_text("old")
+    with pytest.raises(RuntimeError), atomic_path(target) as tmp:
+        tmp.write_text("half")
+        raise RuntimeError("boom")
+    assert target.read_text() == "old"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["f.txt"]
+
+
+def test_atomic_dir_replaces_whole(tmp_path):
+    d = tmp_path / "ens"
+    with atomic_dir(d) as tmp:
+        (tmp / "a").write_text("1")
+    with pytest.raises(RuntimeError), atomic_dir(d) as tmp:
+        (tmp / "b").write_text("2")
+        raise RuntimeError
+    assert sorted(p.name for p in d.iterdir()) == ["a"]
+    with atomic_dir(d) as tmp:
+        (tmp / "c").write_text("3")
+    assert sorted(p.name for p in d.iterdir()) == ["c"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ens"]
+
+
+def test_round_trip_and_alignment(store, small_case):
+    folds = store.read_folds()
+    assert folds.hash == small_case.folds.hash
+    rs = store.load_runs(None, folds)
+    assert rs.names == ["run00", "run01", "run02"]
+    oof = small_case.oof["run01"]
+    np.testing.assert_array_equal(
+        rs.oof[1],
+        oof.sort_values("sample_id")
+        .set_index("sample_id")
+        .loc[folds.frame["sample_id"]]
+        .filter(like="logit_")
+        .to_numpy(),
+    )
+    assert rs.test.shape == (3, 5, 140, 18)
+    assert list(rs.test_ids) == sorted(rs.test_ids)
+
+
+def test_load_order_does_not_matter(store):
+    folds = store.read_folds()
+    a = store.load_runs(["run02", "run00"], folds)
+    b = store.load_runs(["run00", "run02"], folds)
+    assert a.names == b.names
+    np.testing.assert_array_equal(a.oof, b.oof)
+    np.testing.assert_array_equal(a.test, b.test)
+
+
+def test_shuffled_files_load_identically(store, small_case, tmp_path):
+    import dataclasses
+
+    other = Store(tmp_path / "other")
+    f = small_case.folds
+    shuffled = dataclasses.replace(f, frame=f.frame.sample(frac=1.0, random_state=3))
+    dataclasses.replace(small_case, folds=shuffled).write(other)
+    a = store.load_runs(None, store.read_folds())
+    b = other.load_runs(None, other.read_folds())
+    ia = a.folds.frame["sample_id"].to_numpy()
+    ib = b.folds.frame["sample_id"].to_numpy()
+    order = {s: i for i, s in enumerate(ib)}
+    perm = np.array([order[s] for s in ia])
+    np.testing.assert_array_equal(a.oof, b.oof[:, perm])
+
+
+def test_refuses_to_replace_folds_runs_were_made_on(store, small_case):
+    from stackkit.folds import make_folds
+
+    f = small_case.folds.frame
+    new = make_folds(f["sample_id"], f["group"], f["label"], small_case.folds.classes, 5, seed=99)
+    with pytest.raises(StackkitError, match="were made on the current fold assignment"):
+        store.write_folds(new)
+    store.write_folds(new, force=True)
+    assert store.read_folds().hash == new.hash
+
+
+def test_incomplete_run_is_not_listed(store):
+    (store.run_dir("run02") / "run.json").unlink()
+    assert store.run_names() == ["run00", "run01"]
+    with pytest.raises(StackkitError, match="run.json: missing; the run is incomplete"):
+        store.read_run("run02", store.read_folds())

@@ -90,5 +90,5 @@ def test_refuses_to_replace_folds_runs_were_made_on(store, small_case):
 def test_incomplete_run_is_not_listed(store):
     (store.run_dir("run02") / "run.json").unlink()
     assert store.run_names() == ["run00", "run01"]
-    with pytest.raises(StackkitError, match="run.json: missing; the run is incomplete"):
+    with pytest.raises(StackkitError, match=r"run\.json: missing; the run is incomplete"):
         store.read_run("run02", store.read_folds())

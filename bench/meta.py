@@ -1,0 +1,166 @@
+"""Benchmark of the meta stage: `stackkit fit --meta auto` against the naive scikit-learn loop.
+
+Reference case (stackkit.synthetic.make_case): 10 runs x 18,900 train rows (2,700 people x 7)
+x 18 classes, 12,600 test rows; runs of varied quality with correlated errors and rare classes.
+
+    python bench/meta.py                      # auto, every candidate, the naive loop
+    python bench/meta.py --nested             # also time --nested
+    python bench/meta.py --naive lr,knn,xgboost   # only some naive counterparts (SVC takes >8 min)
+
+Targets on the 2-core machine: auto (all seven) < 60 s, --nested < 5 min, >= 10x faster than the
+naive loop, and no candidate's macro-F1 below its naive counterpart's.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from stackkit import metrics, stacking
+from stackkit.fit import fit_ensemble
+from stackkit.store import Store
+from stackkit.synthetic import make_case
+from stackkit.tables import format_table
+
+NAIVE = ("lr", "svm", "knn", "rf", "xgboost")
+
+
+def naive_estimator(name: str):
+    from sklearn.ensemble import RandomForestClassifier
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.neighbors import KNeighborsClassifier
+    from sklearn.svm import SVC
+
+    if name == "xgboost":
+        from xgboost import XGBClassifier
+
+        return XGBClassifier()
+    return {
+        "lr": LogisticRegression,
+        "svm": lambda: SVC(probability=True),
+        "knn": KNeighborsClassifier,
+        "rf": RandomForestClassifier,
+    }[name]()
+
+
+def run_naive(name: str, runset) -> dict:
+    """What a user writes by hand: cross_val_predict on the concatenated probabilities."""
+    from sklearn.model_selection import PredefinedSplit, cross_val_predict
+
+    r, n, c = runset.oof.shape
+    X = metrics.softmax(runset.oof, axis=-1).transpose(1, 0, 2).reshape(n, r * c)
+    y, f = runset.folds.labels, runset.folds.fold_ids
+    t0 = time.perf_counter()
+    proba = cross_val_predict(
+        naive_estimator(name), X, y, cv=PredefinedSplit(f), method="predict_proba"
+    )
+    return {
+        "seconds": time.perf_counter() - t0,
+        "macro_f1": metrics.macro_f1(y, proba.argmax(1), c),
+    }
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--runs", type=int, default=10)
+    ap.add_argument("--groups", type=int, default=2700)
+    ap.add_argument("--test", type=int, default=12600)
+    ap.add_argument("--nested", action="store_true")
+    ap.add_argument(
+        "--naive", default=",".join(NAIVE), help="naive counterparts to time, or 'none'"
+    )
+    ap.add_argument("--seed", type=int, default=0)
+    args = ap.parse_args()
+
+    os.environ.setdefault("STACKKIT_CACHE", tempfile.mkdtemp(prefix="stackkit-bench-cache-"))
+    t0 = time.perf_counter()
+    case = make_case(n_groups=args.groups, n_test=args.test, n_runs=args.runs, seed=args.seed)
+    root = Path(tempfile.mkdtemp(prefix="stackkit-bench-"))
+    store = Store(root)
+    case.write(store)
+    print(
+        f"reference case: {args.runs} runs x {len(case.folds.frame)} rows x 18 classes, "
+        f"{args.test} test rows ({time.perf_counter() - t0:.1f}s to build) in {root}"
+    )
+
+    t0 = time.perf_counter()
+    res = fit_ensemble(store, meta="auto", use_cache=False)
+    auto_s = time.perf_counter() - t0
+    y = case.folds.labels
+    best_run = max(
+        metrics.macro_f1(y, res.runset.oof[i].argmax(1), 18) for i in range(res.runset.n_runs)
+    )
+    print(
+        f"\nstackkit fit --meta auto: {auto_s:.1f}s wall (target < 60 s); picked "
+        f"{res.selected.meta}; best single run OOF macro-F1 {best_run:.4f}"
+    )
+    truth = case.test_labels.loc[res.runset.test_ids].to_numpy()
+    print(
+        f"held-out test macro-F1 of the pick: {metrics.macro_f1(truth, res.test_proba.argmax(1), 18):.4f}"
+    )
+
+    naive_names = [] if args.naive == "none" else [n for n in args.naive.split(",") if n]
+    naive = {}
+    for name in naive_names:
+        naive[name] = run_naive(name, res.runset)
+        print(
+            f"  naive {name}: {naive[name]['macro_f1']:.4f} in {naive[name]['seconds']:.1f}s",
+            flush=True,
+        )
+    rows = []
+    for cand in res.candidates:
+        nv = naive.get(cand.meta, {})
+        rows.append(
+            {
+                "meta": cand.meta,
+                "f1": cand.scores["macro_f1"],
+                "std": cand.scores["macro_f1_std"],
+                "s": cand.seconds,
+                "naive_f1": nv.get("macro_f1"),
+                "naive_s": nv.get("seconds"),
+                "speedup": nv["seconds"] / cand.seconds if nv else None,
+            }
+        )
+    print()
+    print(
+        format_table(
+            rows,
+            [
+                ("meta", "meta", ""),
+                ("f1", "CV macro-F1", ".4f"),
+                ("std", "± folds", ".4f"),
+                ("s", "seconds (5 fits)", ".1f"),
+                ("naive_f1", "naive macro-F1", ".4f"),
+                ("naive_s", "naive seconds", ".1f"),
+                ("speedup", "speed-up", ".1f"),
+            ],
+        )
+    )
+    if naive:
+        tot_naive = sum(v["seconds"] for v in naive.values())
+        tot_ours = sum(c.seconds for c in res.candidates if c.meta in naive)
+        print(
+            f"\nnaive loop total {tot_naive:.1f}s vs stackkit's same candidates {tot_ours:.1f}s "
+            f"({tot_naive / tot_ours:.1f}x); whole auto fit {auto_s:.1f}s"
+        )
+
+    if args.nested:
+        t0 = time.perf_counter()
+        X = stacking.features(res.runset)
+        proba, picks = stacking.nested_cv(
+            [c.meta for c in res.candidates], X, y, case.folds.fold_ids, 18
+        )
+        print(
+            f"\n--nested: {time.perf_counter() - t0:.1f}s (target < 300 s); nested macro-F1 "
+            f"{metrics.macro_f1(y, proba.argmax(1), 18):.4f}, picks {picks}"
+        )
+
+
+if __name__ == "__main__":
+    np.seterr(all="ignore")
+    main()

@@ -17,14 +17,8 @@ import numpy as np
 import pandas as pd
 
 from stackkit import schema
+from stackkit.datasets import MASK_CLASSES
 from stackkit.folds import make_folds
-
-MASK_CLASSES = [
-    f"{m}_{g}_{a}"
-    for m in ("wear", "incorrect", "none")
-    for g in ("male", "female")
-    for a in ("<30", "30-59", "60+")
-]
 
 
 @dataclass

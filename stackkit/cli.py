@@ -246,6 +246,39 @@ def leaderboard_cmd(
     print(format_table(rows, CANDIDATE_COLUMNS))
 
 
+@app.command()
+@expected_errors
+def folds(
+    data: Annotated[Path, typer.Option("--data", help="Data folder (mask or manifest layout).")],
+    artifacts: ArtifactsOpt = None,
+    n_folds: Annotated[int, typer.Option("--n-folds", help="Number of folds.")] = 5,
+    seed: Annotated[int, typer.Option("--seed", help="Seed of the fold assignment.")] = 42,
+    force: Annotated[
+        bool, typer.Option("--force", help="Replace a folds.parquet that runs were made on.")
+    ] = False,
+    age_boundary: Annotated[
+        int, typer.Option("--age-boundary", help="Mask layout: first age of the oldest class.")
+    ] = 60,
+    label_fix: Annotated[
+        Optional[Path],  # noqa: UP045 (typer needs Optional on 3.10)
+        typer.Option("--label-fix", help="Mask layout: CSV of target,field,value corrections."),
+    ] = None,
+) -> None:
+    """Assign train samples to folds (stratified, groups kept whole): writes folds.parquet."""
+    from stackkit.datasets import folds_for_data
+
+    result = folds_for_data(
+        data, artifacts=artifacts, n_folds=n_folds, seed=seed, force=force,
+        age_boundary=age_boundary, label_fix=label_fix,
+    )  # fmt: skip
+    frame = result.frame
+    sizes = frame["fold"].value_counts().sort_index().tolist()
+    typer.echo(
+        f"{len(frame)} samples, {frame['group'].nunique()} groups, {result.n_classes} classes "
+        f"-> {result.n_folds} folds of {sizes} samples ({result.meta['data']['layout']} layout)"
+    )
+
+
 def main() -> None:
     app()
 

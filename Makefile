@@ -51,7 +51,7 @@ base: setup
 	  $(if $(PSEUDO),--pseudo "$(PSEUDO)") $(if $(FOLDS),--folds "$(FOLDS)")
 
 demo: setup
-	$(PY) -m stackkit.demo_loop --data "$(DATA)" --artifacts "$(ARTIFACTS)"
+	$(PY) -m base_models.demo --data "$(DATA)" --artifacts "$(ARTIFACTS)"
 
 bench: setup
 	$(PY) bench/meta.py

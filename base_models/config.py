@@ -1,0 +1,110 @@
+"""The resolved training configuration: default.yaml < configs/<model>.yaml < command line.
+
+Training defaults live in ``configs/default.yaml`` (each with its reason); the machine-level
+defaults that do not change results (device, loader workers, threads) live here. A config file
+with a key that default.yaml does not have is refused.
+
+    >>> cfg = resolve_config("resnet18", {"epochs": 3, "img_size": "512x384"})
+    >>> cfg["lr"], cfg["img_size"]
+    (0.001, [512, 384])
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+
+import yaml
+
+from stackkit.errors import StackkitError
+
+CONFIG_DIR = Path(__file__).parent / "configs"
+DEFAULT_SEED = 42  # the same default as `stackkit folds --seed`
+TTA_VIEWS = ("identity", "hflip")  # averaged in logit space, on OOF and test rows alike
+CHOICES = {"optimizer": ("adamw", "sgd"), "loss": ("ce", "focal")}
+
+
+def cpu_count() -> int:
+    """Cores this process may use (the container's share, not the host's)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
+def default_workers(device_type: str) -> int:
+    """Loader processes: on CUDA enough to keep the GPU fed (decode is cached, so augmentation is
+    all they do); on the CPU none, since the model already uses every core."""
+    return min(12, max(1, cpu_count() - 2)) if device_type == "cuda" else 0
+
+
+def _read_yaml(path: Path) -> dict:
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise StackkitError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from None
+    if not isinstance(data, dict):
+        raise StackkitError(f"{path}: must be a mapping of key: value")
+    return data
+
+
+def defaults() -> dict:
+    return _read_yaml(CONFIG_DIR / "default.yaml")
+
+
+def model_config_path(model: str) -> Path:
+    """``configs/<model>.yaml``, a pretrained tag (``resnet18.a1_in1k``) ignored."""
+    return CONFIG_DIR / f"{model.split('.')[0]}.yaml"
+
+
+def parse_img_size(value) -> list[int] | None:
+    """``"512x384"`` (H x W), ``"224"``, ``224``, ``[512, 384]`` -> ``[H, W]``."""
+    if value is None:
+        return None
+    if isinstance(value, str):
+        parts = value.lower().replace(" ", "").split("x")
+        if not all(p.isdigit() for p in parts) or len(parts) not in (1, 2):
+            raise StackkitError(
+                f"--img-size must be HxW (e.g. 512x384) or one integer, got {value!r}"
+            )
+        value = [int(p) for p in parts]
+    if isinstance(value, int):
+        value = [value, value]
+    value = [int(v) for v in value]
+    if len(value) == 1:
+        value = value * 2
+    if len(value) != 2 or min(value) < 8:
+        raise StackkitError(f"img_size must be [H, W] with both at least 8, got {value!r}")
+    return value
+
+
+def resolve_config(model: str, overrides: dict) -> dict:
+    """Merge the three layers, refusing unknown keys and bad choices."""
+    cfg = defaults()
+    path = model_config_path(model)
+    layers = [(str(path), _read_yaml(path))] if path.is_file() else []
+    layers.append(("the command line", {k: v for k, v in overrides.items() if v is not None}))
+    for where, layer in layers:
+        unknown = sorted(set(layer) - set(cfg))
+        if unknown:
+            raise StackkitError(
+                f"{where}: unknown key(s) {', '.join(unknown)} (known: {', '.join(sorted(cfg))})"
+            )
+        cfg.update(layer)
+    cfg["img_size"] = parse_img_size(cfg["img_size"])
+    for key, allowed in CHOICES.items():
+        if cfg[key] not in allowed:
+            raise StackkitError(f"{key} must be one of {', '.join(allowed)}, got {cfg[key]!r}")
+    for key in ("epochs", "batch"):
+        if not isinstance(cfg[key], int) or cfg[key] < 1:
+            raise StackkitError(f"{key} must be a positive integer, got {cfg[key]!r}")
+    cfg["lr"] = float(cfg["lr"])
+    return cfg
+
+
+def config_hash(obj: dict) -> str:
+    """What a fold shard is keyed on: everything that changes its numbers."""
+    text = json.dumps(obj, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]

@@ -1,0 +1,131 @@
+"""Decode every image once into a uint8 cache, so decoding never starves the accelerator.
+
+The cache is one ``.npy`` file (N x H x W x 3, uint8) opened as a memory map: loader workers
+share its pages instead of copying it. Images are stored at the evaluation *scale* size
+(``img_size / crop_pct``), resized keeping their aspect ratio and centre-cropped to it, which is
+what timm's evaluation transform does before its final centre crop; the training transform
+(random resized crop) starts from the same cached image.
+
+    runs/<run>/cache/images_<H>x<W>.npy    the pixels, train rows then test rows
+    runs/<run>/cache/images_<H>x<W>.json   the paths' hash and the unreadable rows
+
+The cache is written under a temporary name and renamed when whole; it is removed once the run
+is complete.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import math
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+from tqdm.auto import tqdm
+
+from stackkit.errors import StackkitError
+from stackkit.store import atomic_path, write_json
+
+log = logging.getLogger(__name__)
+
+INTERPOLATION = {"bilinear": Image.BILINEAR, "bicubic": Image.BICUBIC, "nearest": Image.NEAREST}
+DECODE_ERRORS = (OSError, ValueError, SyntaxError, Image.DecompressionBombError)
+
+
+@dataclass
+class ImageCache:
+    path: Path
+    size: tuple[int, int]  # (H, W) of the cached pixels
+    bad: np.ndarray  # positions whose file could not be decoded (zero pixels)
+
+    def array(self) -> np.ndarray:
+        return np.load(self.path, mmap_mode="r")
+
+
+def scale_size(img_size: tuple[int, int], crop_pct: float) -> tuple[int, int]:
+    """timm's evaluation resize target for a centre crop of ``crop_pct``."""
+    return tuple(math.floor(x / crop_pct) for x in img_size)
+
+
+def decode(path: str, size: tuple[int, int], interpolation: str = "bicubic") -> np.ndarray:
+    """(H, W, 3) uint8: cover-resize keeping the aspect ratio, then centre-crop to ``size``."""
+    h, w = size
+    with Image.open(path) as im:
+        im.draft("RGB", (w, h))  # JPEG: let the decoder downscale (never below the target)
+        im = im.convert("RGB")
+        s = max(h / im.height, w / im.width)
+        rw, rh = max(w, round(im.width * s)), max(h, round(im.height * s))
+        im = im.resize((rw, rh), INTERPOLATION.get(interpolation, Image.BICUBIC))
+        left, top = (rw - w) // 2, (rh - h) // 2
+        return np.asarray(im.crop((left, top, left + w, top + h)), dtype=np.uint8)
+
+
+def paths_hash(paths: list[str]) -> str:
+    return hashlib.sha256("\n".join(paths).encode("utf-8")).hexdigest()
+
+
+def build_cache(
+    paths: list[str],
+    folder: Path,
+    size: tuple[int, int],
+    interpolation: str,
+    skip_bad: bool,
+    threads: int,
+) -> ImageCache:
+    """Decode ``paths`` into ``folder/images_<H>x<W>.npy`` unless a matching cache is there."""
+    name = f"images_{size[0]}x{size[1]}"
+    npy, meta = folder / f"{name}.npy", folder / f"{name}.json"
+    digest = paths_hash(paths)
+    if meta.is_file() and npy.is_file():
+        record = json.loads(meta.read_text())
+        if record.get("paths_hash") == digest and record.get("interpolation") == interpolation:
+            bad = np.asarray(record["bad"], dtype=np.int64)
+            _check_bad(bad, paths, skip_bad)
+            log.info("reusing image cache %s (%d images)", npy, len(paths))
+            return ImageCache(npy, size, bad)
+    folder.mkdir(parents=True, exist_ok=True)
+    bad = _decode_all(paths, npy, size, interpolation, threads)
+    _check_bad(bad, paths, skip_bad)
+    write_json({"paths_hash": digest, "interpolation": interpolation, "bad": bad}, meta)
+    return ImageCache(npy, size, bad)
+
+
+def _decode_all(paths, npy: Path, size, interpolation: str, threads: int) -> np.ndarray:
+    bad = []
+    with atomic_path(npy) as tmp:
+        arr = np.lib.format.open_memmap(
+            tmp, mode="w+", dtype=np.uint8, shape=(len(paths), *size, 3)
+        )
+
+        def one(i: int) -> None:
+            try:
+                arr[i] = decode(paths[i], size, interpolation)
+            except DECODE_ERRORS as exc:
+                arr[i] = 0
+                bad.append((i, str(exc).splitlines()[0] if str(exc) else type(exc).__name__))
+
+        with ThreadPoolExecutor(max(1, threads)) as pool:  # PIL releases the GIL while decoding
+            it = pool.map(one, range(len(paths)), chunksize=64)
+            for _ in tqdm(
+                it, total=len(paths), desc=f"caching images {size[0]}x{size[1]}", disable=None
+            ):
+                pass
+        arr.flush()
+    bad.sort()
+    for i, why in bad[:5]:
+        log.warning("cannot decode %s (%s)", paths[i], why)
+    return np.asarray([i for i, _ in bad], dtype=np.int64)
+
+
+def _check_bad(bad: np.ndarray, paths: list[str], skip_bad: bool) -> None:
+    if len(bad) and not skip_bad:
+        raise StackkitError(
+            f"{paths[int(bad[0])]}: cannot be decoded as an image ({len(bad)} unreadable file(s) "
+            "in all; pass --skip-bad-images to train without them)"
+        )
+    if len(bad):
+        log.warning("skipping %d unreadable image(s); their logits are written as zeros", len(bad))

@@ -1,0 +1,370 @@
+"""Train one timm backbone on every fold of folds.parquet and write its run (CONTRACT.md).
+
+    >>> from base_models import train
+    >>> train("resnet18", "data/mask", artifacts="artifacts", epochs=5, img_size="512x384")
+
+For each fold: a fresh model trained on the other folds (plus pseudo-labelled test images if
+asked), the epoch with the best validation macro-F1 kept, then its validation fold (the OOF rows)
+and the whole test set predicted with the same TTA. Each fold is written as a shard the moment it
+is done; the same call again skips finished folds. The run (oof.parquet, test.parquet, run.json
+last) is assembled only when every fold is there.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import platform
+import random
+import shutil
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import timm
+import torch
+
+import stackkit
+from base_models import shards
+from base_models.config import (
+    DEFAULT_SEED,
+    TTA_VIEWS,
+    config_hash,
+    cpu_count,
+    default_workers,
+    resolve_config,
+)
+from base_models.data import (
+    CachedImages,
+    Normalizer,
+    data_config,
+    eval_transform,
+    make_loader,
+    train_transform,
+)
+from base_models.images import build_cache, scale_size
+from base_models.loop import fit, predict
+from base_models.model import create, load_pretrained
+from base_models.splits import ImageTable, Split, build_splits, image_table
+from stackkit import metrics, schema
+from stackkit.datasets import AGE_BOUNDARY, load_dataset
+from stackkit.errors import StackkitError
+from stackkit.store import Store, file_sha256
+
+log = logging.getLogger(__name__)
+
+EVAL_BATCH_FACTOR = 2  # prediction keeps no gradients, so twice the training batch fits
+
+
+@dataclass
+class RunResult:
+    run_dir: Path
+    complete: bool
+    trained: list[int]  # folds trained by this call
+    skipped: list[int]  # folds already finished with the same config
+
+
+@dataclass
+class Job:
+    """Everything one call resolved before training starts."""
+
+    model: str
+    cfg: dict
+    dcfg: dict
+    device: torch.device
+    workers: int
+    seed: int
+    folds: schema.Folds
+    table: ImageTable
+    pretrained: dict | None
+    run_dir: Path
+    hash: str
+
+
+def train(
+    model: str,
+    data: str | Path,
+    artifacts: str | Path | None = None,
+    run: str | None = None,
+    epochs: int | None = None,
+    img_size: str | tuple[int, int] | None = None,
+    batch: int | None = None,
+    lr: float | None = None,
+    pretrained: str | Path | None = None,
+    pseudo: str | None = None,
+    folds: str | list[int] | None = None,
+    device: str | None = None,
+    workers: int | None = None,
+    threads: int | None = None,
+    skip_bad_images: bool = False,
+    label_fix: str | Path | None = None,
+    age_boundary: int | None = None,
+    seed: int | None = None,
+    force: bool = False,
+) -> RunResult:
+    """Train ``model`` on the requested folds (all by default); write the run when all are done."""
+    store = Store(artifacts)
+    run = run or model.replace("/", "_")
+    fold_set = store.read_folds()
+    cfg = resolve_config(model, {"epochs": epochs, "img_size": img_size, "batch": batch, "lr": lr})
+    dev = _device(device, threads)
+    probe = create(model, fold_set.n_classes)  # refuses unknown names before anything is written
+    pre = _pretrained(probe, pretrained)
+    dcfg = data_config(probe, cfg["img_size"], cfg["crop_pct"])
+    ds = load_dataset(data, age_boundary=_age_boundary(age_boundary, fold_set), label_fix=label_fix)
+    pseudo_df, pseudo_info = _pseudo(store, pseudo, fold_set)
+    table = image_table(ds, fold_set, pseudo_df)
+    wanted = _parse_folds(folds, fold_set.n_folds)
+    seed = DEFAULT_SEED if seed is None else int(seed)
+    resolved = {
+        "model": model, "train": cfg, "data_config": dcfg, "seed": seed, "pretrained": pre,
+        "data": ds.meta(), "folds_hash": fold_set.hash, "pseudo": pseudo_info,
+        "skip_bad_images": skip_bad_images,
+    }  # fmt: skip
+    h = config_hash(
+        {k: v for k, v in resolved.items() if k != "data"} | {"labels": table.labels.tolist()}
+    )
+    workers = default_workers(dev.type) if workers is None else int(workers)
+    job = Job(model, cfg, dcfg, dev, workers, seed, fold_set, table, pre, store.run_dir(run), h)
+    if _already_complete(job, force):
+        return RunResult(job.run_dir, True, [], list(range(fold_set.n_folds)))
+    result = _train_folds(job, wanted, skip_bad_images, force)
+    if all(shards.finished(job.run_dir, k, h) for k in range(fold_set.n_folds)):
+        _write_run(store, run, job, resolved, ds)
+        shutil.rmtree(job.run_dir / "cache", ignore_errors=True)
+        result.complete = True
+    else:
+        log.info(
+            "run %s: folds %s finished; the run is written once every fold is", run, _done(job)
+        )
+    return result
+
+
+def _device(name: str | None, threads: int | None) -> torch.device:
+    if name is None:
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    try:
+        dev = torch.device(name)
+    except RuntimeError:
+        raise StackkitError(f"--device {name!r}: not a device (cpu, cuda, cuda:1, …)") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise StackkitError(f"--device {name}: CUDA is not available on this machine")
+    if dev.type == "cpu":
+        torch.set_num_threads(threads or cpu_count())
+    return dev
+
+
+def _pretrained(probe: torch.nn.Module, path) -> dict | None:
+    if path is None:
+        return None
+    load_pretrained(probe, path)  # checks the fit now: a bad file fails before any training
+    return {"path": str(Path(path).expanduser().resolve()), "sha256": file_sha256(path)}
+
+
+def _age_boundary(value: int | None, folds: schema.Folds) -> int:
+    """The one given, else the one folds.parquet was made with, else the competition's."""
+    if value is not None:
+        return int(value)
+    return int(folds.meta.get("data", {}).get("age_boundary") or AGE_BOUNDARY)
+
+
+def _pseudo(store: Store, name: str | None, folds: schema.Folds):
+    if name is None:
+        return None, None
+    df, meta = store.read_pseudo(name, folds)
+    path = store.pseudo_dir(name) / schema.PSEUDO_FILE
+    info = {
+        "name": name, "ensemble": meta["ensemble"], "ensemble_hash": meta["ensemble_hash"],
+        "n_rows": len(df), "sha256": file_sha256(path),
+    }  # fmt: skip
+    return df, info
+
+
+def _parse_folds(value, n_folds: int) -> list[int]:
+    if value is None:
+        return list(range(n_folds))
+    items = value.split(",") if isinstance(value, str) else list(value)
+    try:
+        out = sorted({int(str(v).strip()) for v in items if str(v).strip()})
+    except ValueError:
+        raise StackkitError(f"--folds must be fold numbers like 0,1, got {value!r}") from None
+    bad = [k for k in out if not 0 <= k < n_folds]
+    if bad or not out:
+        raise StackkitError(f"--folds {value!r}: folds are 0 … {n_folds - 1} in folds.parquet")
+    return out
+
+
+def _done(job: Job) -> list[int]:
+    return [k for k in range(job.folds.n_folds) if shards.finished(job.run_dir, k, job.hash)]
+
+
+def _already_complete(job: Job, force: bool) -> bool:
+    """A complete run with this config: nothing to do. With another config: refuse (unless
+    forced) rather than overwrite a finished run by accident."""
+    path = job.run_dir / schema.RUN_FILE
+    if force or not path.is_file():
+        return False
+
+    old = json.loads(path.read_text()).get("config_hash")
+    if old == job.hash:
+        log.info(
+            "run %s is complete with this config; nothing to do (--force redoes it)",
+            job.run_dir.name,
+        )
+        return True
+    raise StackkitError(
+        f"{path}: a complete run made with another config ({old}) is there; "
+        "choose another --run or pass --force to replace it"
+    )
+
+
+def _train_folds(job: Job, wanted: list[int], skip_bad: bool, force: bool) -> RunResult:
+    created = not job.run_dir.exists()
+    result = RunResult(job.run_dir, False, [], [])
+    try:
+        cache = build_cache(
+            job.table.paths, job.run_dir / "cache",
+            scale_size(job.dcfg["input_size"][1:], job.dcfg["crop_pct"]),
+            job.dcfg["interpolation"], skip_bad, threads=cpu_count(),
+        )  # fmt: skip
+        job.table.usable[cache.bad] = False
+        splits = build_splits(job.table, job.folds.n_folds)
+        for k in wanted:
+            if not force and shards.finished(job.run_dir, k, job.hash):
+                log.info("fold %d: already finished with this config, skipped", k)
+                result.skipped.append(k)
+                continue
+            _run_fold(job, splits[k], cache)
+            result.trained.append(k)
+    except BaseException:
+        if created and not shards.any_shard(job.run_dir):
+            shutil.rmtree(job.run_dir, ignore_errors=True)  # leave nothing half-written behind
+        raise
+    return result
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def _run_fold(job: Job, split: Split, cache) -> None:
+    from torch.utils.tensorboard import SummaryWriter
+
+    t0, k, t = time.time(), split.fold, job.table
+    seed_everything(job.seed + k)  # each fold on its own seed: resuming changes nothing
+    net = create(job.model, job.folds.n_classes)
+    if job.pretrained:
+        load_pretrained(net, job.pretrained["path"])
+    net = net.to(job.device, memory_format=Normalizer(job.dcfg, job.device).memory_format)
+    norm = Normalizer(job.dcfg, job.device)
+    loader = _loaders(job, cache.path, k)
+    train_dl = loader(split.train, train_transform(job.dcfg, job.cfg), True)
+    val_dl = loader(split.val, eval_transform(job.dcfg), False)
+    with SummaryWriter(log_dir=str(job.run_dir / "tb" / f"fold_{k}")) as writer:
+        best = fit(
+            net,
+            train_dl,
+            val_dl,
+            t.labels[split.val],
+            norm,
+            job.cfg,
+            job.folds.n_classes,
+            writer,
+            k,
+        )
+    oof_pos = np.flatnonzero(t.fold == k)
+    oof = _predict(
+        net, loader(oof_pos, eval_transform(job.dcfg), False), norm, t, oof_pos, f"fold {k} OOF"
+    )
+    test = _predict(
+        net,
+        loader(t.test_positions, eval_transform(job.dcfg), False),
+        norm,
+        t,
+        t.test_positions,
+        f"fold {k} test",
+    )
+    f1 = metrics.macro_f1(t.labels[oof_pos], oof.argmax(1), job.folds.n_classes)
+    record = {
+        "fold": k, "config_hash": job.hash, "best_epoch": best.best_epoch, "val_macro_f1": best.best_f1,
+        "oof_macro_f1": f1, "history": best.history, "n_train": len(split.train),
+        "n_pseudo": int((split.train >= t.n_train).sum()), "n_val": len(oof_pos),
+        "seconds": round(time.time() - t0, 1), "trained_on": sorted(t.ids[split.train].tolist()),
+    }  # fmt: skip
+    shards.write_shard(
+        job.run_dir,
+        k,
+        _frame(t.ids[oof_pos], k, oof),
+        _frame(t.ids[t.test_positions], k, test),
+        record,
+    )
+    log.info(
+        "fold %d: best epoch %d/%d, val macro-F1 %.4f (TTA %.4f), %d train / %d val images, %.0f s",
+        k, best.best_epoch + 1, job.cfg["epochs"], best.best_f1, f1, len(split.train), len(oof_pos), record["seconds"],
+    )  # fmt: skip
+
+
+def _loaders(job: Job, cache_path: Path, fold: int):
+    def make(positions: np.ndarray, transform, is_train: bool):
+        ds = CachedImages(
+            cache_path, positions, np.maximum(job.table.labels[positions], 0), transform
+        )
+        batch = job.cfg["batch"] * (1 if is_train else EVAL_BATCH_FACTOR)
+        return make_loader(
+            ds, batch, train=is_train, workers=job.workers, device=job.device, seed=job.seed + fold
+        )
+
+    return make
+
+
+def _predict(net, dl, norm, table: ImageTable, positions: np.ndarray, desc: str) -> np.ndarray:
+    z = predict(net, dl, norm, tta=True, desc=desc)
+    z[~table.usable[positions]] = 0.0  # unreadable image: a uniform distribution, not a guess
+    return z
+
+
+def _frame(ids, fold: int, logits: np.ndarray) -> pd.DataFrame:
+    head = pd.DataFrame(
+        {"sample_id": pd.array(ids, dtype="string"), "fold": np.full(len(ids), fold, "int8")}
+    )
+    return pd.concat(
+        [head, pd.DataFrame(logits, columns=schema.logit_columns(logits.shape[1]))], axis=1
+    )
+
+
+def _write_run(store: Store, run: str, job: Job, resolved: dict, ds) -> None:
+    oof, test, records = shards.assemble(job.run_dir, job.folds.n_folds)
+    t = job.table
+    pos = pd.Index(t.ids[: t.n_train]).get_indexer(oof["sample_id"].to_numpy(dtype=object))
+    y = t.labels[pos]
+    logits = oof[schema.logit_columns(job.folds.n_classes)].to_numpy()
+    s = metrics.scores(y, metrics.softmax(logits), oof["fold"].to_numpy())
+    bad = np.flatnonzero(~t.usable)
+    info = {
+        "run": run, "model": job.model, "classes": list(job.folds.classes), "n_folds": job.folds.n_folds,
+        "folds_hash": job.folds.hash, "seed": job.seed, "tta": list(TTA_VIEWS),
+        "metrics": {
+            "oof_macro_f1": s["macro_f1"], "oof_accuracy": s["accuracy"], "oof_log_loss": s["log_loss"],
+            "per_fold": [{k: r[k] for k in ("fold", "best_epoch", "val_macro_f1", "oof_macro_f1", "n_train", "n_pseudo", "n_val", "seconds")} for r in records],
+        },
+        "created": pd.Timestamp.now(tz="UTC").isoformat(),
+        "versions": {"python": platform.python_version(), "torch": torch.__version__, "timm": timm.__version__, "stackkit": stackkit.__version__},
+        "config": resolved, "config_hash": job.hash, "pseudo": resolved["pseudo"],
+        "init": "pretrained" if job.pretrained else "scratch",
+        "labels_differ_from_folds": int((t.labels[: t.n_train] != job.folds.labels).sum()),
+        "bad_images": {"count": len(bad), "ids": t.ids[bad].tolist()},
+        "device": str(job.device), "command": sys.argv,
+    }  # fmt: skip
+    store.write_run(run, oof, test, info, job.folds)
+    log.info(
+        "run %s: OOF macro-F1 %.4f, accuracy %.4f, log loss %.4f",
+        run,
+        s["macro_f1"],
+        s["accuracy"],
+        s["log_loss"],
+    )

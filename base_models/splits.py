@@ -1,0 +1,110 @@
+"""Which images each fold model trains on and which it is scored on.
+
+The image table lists the train samples in folds.parquet order, then the test samples. A fold
+model trains on the train samples of the other folds plus every pseudo-labelled test image, and
+is validated on its own fold's train samples only: pseudo rows never enter a validation split,
+so the OOF rows stay the original train samples.
+
+    >>> table = image_table(dataset, folds, pseudo_frame)
+    >>> for split in build_splits(table, folds.n_folds): ...
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from stackkit import schema
+from stackkit.datasets import Dataset
+from stackkit.errors import StackkitError
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class ImageTable:
+    ids: np.ndarray  # sample ids: train rows (folds.parquet order), then test rows
+    paths: list[str]
+    labels: np.ndarray  # class index; pseudo label on pseudo test rows; -1 on other test rows
+    fold: np.ndarray  # fold of a train row; -1 on test rows
+    n_train: int
+    usable: np.ndarray  # False where the image could not be decoded (--skip-bad-images)
+
+    @property
+    def test_positions(self) -> np.ndarray:
+        return np.arange(self.n_train, len(self.ids))
+
+
+@dataclass
+class Split:
+    fold: int
+    train: np.ndarray  # positions in the image table
+    val: np.ndarray
+
+
+def image_table(ds: Dataset, folds: schema.Folds, pseudo: pd.DataFrame | None = None) -> ImageTable:
+    """Align the dataset to folds.parquet (same ids, same classes) and append the test images."""
+    _check_matches(ds, folds)
+    tr = ds.train.set_index("sample_id").loc[folds.frame["sample_id"].to_numpy(dtype=object)]
+    labels = tr["label"].to_numpy(dtype=np.int64)
+    differ = int((labels != folds.labels).sum())
+    if differ:
+        log.warning(
+            "%d train label(s) differ from folds.parquet (label fix / age boundary)", differ
+        )
+    test_labels = np.full(len(ds.test), -1, dtype=np.int64)
+    if pseudo is not None and len(pseudo):
+        pos = pd.Index(ds.test["sample_id"]).get_indexer(pseudo["sample_id"].to_numpy(dtype=object))
+        if (pos < 0).any():
+            sid = pseudo["sample_id"].iloc[int(np.argmax(pos < 0))]
+            raise StackkitError(
+                f"pseudo-label set: sample_id {sid!r} is not a test image of the data"
+            )
+        test_labels[pos] = pseudo["label"].to_numpy(dtype=np.int64)
+    n = len(tr) + len(ds.test)
+    return ImageTable(
+        ids=np.concatenate(
+            [tr.index.to_numpy(dtype=object), ds.test["sample_id"].to_numpy(dtype=object)]
+        ),
+        paths=[*tr["path"], *ds.test["path"]],
+        labels=np.concatenate([labels, test_labels]),
+        fold=np.concatenate([folds.fold_ids, np.full(len(ds.test), -1)]),
+        n_train=len(tr),
+        usable=np.ones(n, dtype=bool),
+    )
+
+
+def _check_matches(ds: Dataset, folds: schema.Folds) -> None:
+    if list(ds.classes) != list(folds.classes):
+        raise StackkitError(
+            f"folds.parquet has {folds.n_classes} classes ({', '.join(folds.classes[:3])}, …), the data "
+            f"has {len(ds.classes)} ({', '.join(ds.classes[:3])}, …): re-run `stackkit folds --data`"
+        )
+    have = pd.Index(ds.train["sample_id"])
+    missing = ~folds.index.isin(have)
+    extra = ~have.isin(folds.index)
+    if missing.any() or extra.any():
+        what = (
+            f"sample_id {folds.index[int(np.argmax(missing))]!r} is not in the data"
+            if missing.any()
+            else f"the data's sample_id {have[int(np.argmax(extra))]!r} is not in folds.parquet"
+        )
+        raise StackkitError(
+            f"folds.parquet does not match {ds.root}: {what} "
+            f"({int(missing.sum())} missing, {int(extra.sum())} extra); re-run `stackkit folds --data`"
+        )
+
+
+def build_splits(table: ImageTable, n_folds: int) -> list[Split]:
+    """One split per fold: train = other folds + pseudo rows; val = this fold's train rows."""
+    is_train = np.arange(len(table.ids)) < table.n_train
+    pseudo = ~is_train & (table.labels >= 0)
+    out = []
+    for k in range(n_folds):
+        in_fold = is_train & (table.fold == k)
+        train = ((is_train & ~in_fold) | pseudo) & table.usable
+        out.append(Split(k, np.flatnonzero(train), np.flatnonzero(in_fold & table.usable)))
+    return out

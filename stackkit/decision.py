@@ -11,7 +11,7 @@ The exact line search: with the other offsets fixed, row i predicts c iff
 macro-F1 is a step function of o_c that changes only at the breakpoints b_i. Sorting them and
 taking cumulative per-class counts scores every interval between consecutive breakpoints in
 O(n log n + n C); the tuner takes the best interval's midpoint (among equally good intervals,
-the one whose point lies closest to 0; an unbounded interval gets its bound -/+ ``EDGE_STEP``).
+the one nearest 0; an unbounded interval gets its bound -/+ ``EDGE_STEP``).
 
 Fitted on the rows it is applied to, tuning can only look good; ``cross_val_bias`` gives the
 honest version (fit on the other folds, apply to the held-out fold).
@@ -35,6 +35,7 @@ log = logging.getLogger(__name__)
 
 TIE_TOL = 1e-12  # a move must gain more than this (both scores come from exact counts)
 SEARCH_TOL = 1e-9  # the line search sums per-row changes: intervals this close count as tied
+MIN_WIDTH = 1e-9  # narrower intervals are rounding slivers between equal breakpoints: skipped
 EDGE_STEP = 1.0  # past the last breakpoint, in nats: an unbounded interval has no midpoint
 
 
@@ -93,20 +94,25 @@ def line_search(
     f1_c = _f1(np.r_[0, np.cumsum(ys == c)], np.arange(n + 1), n_true[c])
     scores = (_f1(tp0, n_pred0, n_true).sum() + np.r_[0.0, np.cumsum(delta)] + f1_c) / n_classes
 
-    # interval k is (b[k-1], b[k]); it exists only where those differ
-    valid = np.ones(n + 1, dtype=bool)
-    valid[1:n] = b[1:] > b[:-1]
-    points = np.empty(n + 1)
-    points[0], points[n] = b[0] - EDGE_STEP, b[-1] + EDGE_STEP
-    points[1:n] = (b[:-1] + b[1:]) / 2
-    cands = np.flatnonzero(valid)
+    # interval k is (b[k-1], b[k]); it counts only where those differ by more than rounding
+    lo, hi = np.r_[-np.inf, b], np.r_[b, np.inf]
+    cands = np.flatnonzero(hi - lo > MIN_WIDTH)
     best = cands[scores[cands] >= scores[cands].max() - SEARCH_TOL]
-    k = best[np.argmin(np.abs(points[best]))]
+    to_zero = np.where(
+        (lo[best] < 0) & (hi[best] > 0), 0.0, np.minimum(abs(lo[best]), abs(hi[best]))
+    )
+    k = best[np.argmin(to_zero)]  # of equally good intervals, the one nearest 0
+    if k == 0:
+        point = b[0] - EDGE_STEP
+    elif k == n:
+        point = b[-1] + EDGE_STEP
+    else:
+        point = (lo[k] + hi[k]) / 2
     # the score at k again, from its counts: comparable bit for bit with score_labels
     tp_k = np.bincount(alt[k:][correct[k:]], minlength=n_classes)
     n_pred_k = np.bincount(alt[k:], minlength=n_classes)
     tp_k[c], n_pred_k[c] = np.sum(ys[:k] == c), k
-    return float(macro_f1_from_counts(tp_k, n_pred_k, n_true)), float(points[k])
+    return float(macro_f1_from_counts(tp_k, n_pred_k, n_true)), float(point)
 
 
 class BiasTuner(BaseEstimator):

@@ -1,0 +1,120 @@
+"""stackkit.compare: the paired group bootstrap of macro-F1 differences."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from sklearn.metrics import f1_score
+
+from stackkit import compare as cmp
+from stackkit.errors import StackkitError
+
+
+def _onehot(pred: np.ndarray, c: int) -> np.ndarray:
+    return np.eye(c)[pred]
+
+
+def _flip(rng, y: np.ndarray, rate: float, c: int) -> np.ndarray:
+    """Predictions wrong on a ``rate`` share of samples, the wrong class uniform among the rest."""
+    wrong = rng.random(len(y)) < rate
+    return np.where(wrong, (y + rng.integers(1, c, len(y))) % c, y)
+
+
+def test_weighted_tallies_match_sklearn_with_sample_weights(rng):
+    c, n = 5, 600
+    y, pred = rng.integers(0, c, n), rng.integers(0, c, n)
+    groups = rng.integers(0, 80, n)
+    tp, pc, tc = cmp.group_tallies(y, pred, groups, c)
+    w = rng.integers(0, 4, 80).astype(float)  # a bootstrap replicate: counts per group
+    ours = cmp.macro_f1_from_counts(w @ tp, w @ pc, w @ tc)
+    ref = f1_score(y, pred, labels=range(c), average="macro", sample_weight=w[groups],
+                   zero_division=0)  # fmt: skip
+    assert ours == pytest.approx(ref, abs=1e-12)
+
+
+def test_draw_counts_are_multinomial_draws_of_all_groups(rng):
+    w = cmp._draw_counts(rng, 300, 50)
+    assert w.shape == (300, 50) and (w.sum(axis=1) == 50).all()
+    assert abs(w.mean() - 1.0) < 0.02 and abs(w.var() - (1 - 1 / 50)) < 0.1
+
+
+def test_interval_covers_a_known_difference():
+    """Two balanced classes with symmetric errors: macro-F1 = 1 - error rate, so A (5% wrong)
+    beats B (12% wrong) by 0.07 in the population; most 95% intervals must cover it."""
+    rng = np.random.default_rng(3)
+    covered = []
+    for _ in range(40):
+        groups = np.repeat(np.arange(300), 4)
+        y = rng.integers(0, 2, len(groups))
+        a, b = _flip(rng, y, 0.05, 2), _flip(rng, y, 0.12, 2)
+        res = cmp.compare_arrays(y, _onehot(a, 2), _onehot(b, 2), groups, n_boot=400, seed=1)
+        covered.append(res.low <= 0.07 <= res.high)
+        assert res.low <= res.diff <= res.high
+    assert np.mean(covered) >= 0.85
+
+
+def test_large_difference_is_narrow_and_clear(rng):
+    groups = np.repeat(np.arange(400), 5)
+    y = rng.integers(0, 18, len(groups))
+    res = cmp.compare_arrays(y, _onehot(_flip(rng, y, 0.05, 18), 18),
+                             _onehot(_flip(rng, y, 0.45, 18), 18), groups, "good", "bad")  # fmt: skip
+    assert res.diff > 0.3 and res.low > 0.3
+    assert res.high - res.low < 0.08
+    assert "excludes 0" in res.sentence and "good is better" in res.sentence
+    assert res.p_value < 0.01
+
+
+def test_identical_predictions_are_noise(rng):
+    y = rng.integers(0, 4, 200)
+    p = _onehot(_flip(rng, y, 0.3, 4), 4)
+    res = cmp.compare_arrays(y, p, p, np.arange(200), n_boot=200)
+    assert res.diff == 0 and res.low == 0 and res.high == 0
+    assert "not distinguishable from noise" in res.sentence and res.p_value == 1.0
+
+
+def test_groups_are_resampled_whole(rng):
+    """Errors shared inside big groups: resampling rows pretends the samples are independent
+    and gives a far narrower interval than resampling the people."""
+    n_groups, size = 40, 25
+    groups = np.repeat(np.arange(n_groups), size)
+    y = rng.integers(0, 3, len(groups))
+    a_wrong = np.repeat(rng.random(n_groups) < 0.3, size)  # A fails on whole people
+    a = np.where(a_wrong, (y + 1) % 3, y)
+    b = _flip(rng, y, 0.3, 3)
+    pa, pb = _onehot(a, 3), _onehot(b, 3)
+    by_group = cmp.compare_arrays(y, pa, pb, groups, n_boot=1000)
+    by_row = cmp.compare_arrays(y, pa, pb, np.arange(len(y)), n_boot=1000)
+    assert by_group.diff == by_row.diff
+    assert (by_group.high - by_group.low) > 2.0 * (by_row.high - by_row.low)
+    assert by_group.n_groups == n_groups and by_row.n_groups == len(y)
+
+
+def test_swapping_a_and_b_mirrors_the_interval(rng):
+    y = rng.integers(0, 6, 300)
+    groups = rng.integers(0, 60, 300).astype(str)
+    pa, pb = _onehot(_flip(rng, y, 0.2, 6), 6), _onehot(_flip(rng, y, 0.3, 6), 6)
+    ab = cmp.compare_arrays(y, pa, pb, groups, n_boot=500, seed=4)
+    ba = cmp.compare_arrays(y, pb, pa, groups, n_boot=500, seed=4)
+    assert ab.diff == pytest.approx(-ba.diff)
+    assert (ab.low, ab.high) == pytest.approx((-ba.high, -ba.low))
+
+
+def test_compare_two_runs_of_a_store(store):
+    res = cmp.compare(store, "run00", "run02", n_boot=500)
+    assert res.a == "run00" and res.n_groups == 120
+    assert res.diff > 0 and res.low > 0  # run00 is the strongest synthetic run by far
+    again = cmp.compare(store, "runs/run00", "runs/run02", n_boot=500)
+    assert (again.diff, again.low, again.high) == (res.diff, res.low, res.high)
+
+
+@pytest.mark.parametrize(
+    ("a", "b", "n_boot", "message"),
+    [
+        ("nope", "run00", 500, "neither an ensemble"),
+        ("run00", "ensembles/run01", 500, "file not found"),
+        ("run00", "run01", 10, "at least 100"),
+    ],
+)
+def test_bad_requests_name_the_problem(store, a, b, n_boot, message):
+    with pytest.raises(StackkitError, match=message):
+        cmp.compare(store, a, b, n_boot=n_boot)

@@ -208,6 +208,15 @@ def leaderboard_cmd(
     ] = False,
     n_jobs: Annotated[int, typer.Option("--n-jobs", help="Folds fitted in parallel.")] = 1,
     no_cache: Annotated[bool, typer.Option("--no-cache", help="Ignore cached CV results.")] = False,
+    compare: Annotated[
+        Optional[tuple[str, str]],  # noqa: UP045
+        typer.Option(
+            "--compare",
+            help="Only compare two ensembles or runs, A B: macro-F1 of A minus B with a 95% "
+            "interval from a paired bootstrap over groups.",
+            metavar="A B",
+        ),
+    ] = None,
     artifacts: ArtifactsOpt = None,
 ) -> None:
     """Every run and every meta candidate over the chosen runs, with leave-one-run-out."""
@@ -215,6 +224,11 @@ def leaderboard_cmd(
     from stackkit.store import Store
     from stackkit.tables import format_table
 
+    if compare is not None:
+        from stackkit.compare import compare as compare_fn
+
+        print(compare_fn(Store(artifacts), *compare).sentence)
+        return
     board = leaderboard(
         Store(artifacts),
         runs=split_names(runs),
@@ -244,6 +258,26 @@ def leaderboard_cmd(
     print("meta candidates (cross-validated over the stored folds)")
     rows = [dict(r.row(), pick="<- best" if r is board.best else "") for r in board.candidates]
     print(format_table(rows, CANDIDATE_COLUMNS))
+
+
+@app.command("report")
+@expected_errors
+def report_cmd(
+    ensemble: Annotated[
+        Optional[str],  # noqa: UP045
+        typer.Option("--ensemble", help="Ensemble name (default: the most recently written)."),
+    ] = None,
+    out: Annotated[
+        Optional[Path],  # noqa: UP045
+        typer.Option("--out", help="HTML file (default: ensembles/NAME/report.html)."),
+    ] = None,
+    artifacts: ArtifactsOpt = None,
+) -> None:
+    """One self-contained HTML page about an ensemble: plots, per-class scores, diversity."""
+    from stackkit.report import build_report
+    from stackkit.store import Store
+
+    print(build_report(Store(artifacts), ensemble=ensemble, out=out))
 
 
 @app.command()

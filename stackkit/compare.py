@@ -193,5 +193,5 @@ def compare(store: Store, a: str, b: str, n_boot: int = N_BOOT, seed: int = 0) -
     pa, pb = oof_proba(store, a, folds), oof_proba(store, b, folds)
     groups = folds.frame["group"].to_numpy(dtype=object)
     res = compare_arrays(folds.labels, pa, pb, groups, a, b, n_boot, seed)
-    log.info("%s", res.sentence)
+    log.debug("%s", res.sentence)
     return res

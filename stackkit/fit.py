@@ -129,9 +129,9 @@ def fit_ensemble(
 
     oof_proba, offsets = selected.oof_proba, None
     if tune_bias:
-        shifted, _ = cross_val_bias(stacking._log(oof_proba), y, f, n_classes=c)
+        shifted, _ = cross_val_bias(stacking._log(oof_proba), y, f)
         oof_proba = metrics.softmax(shifted)
-        offsets = BiasTuner(n_classes=c).fit(stacking._log(selected.oof_proba), y).offsets_
+        offsets = BiasTuner().fit(stacking._log(selected.oof_proba), y).offsets_
     final_scores = metrics.scores(y, oof_proba, f)
 
     nested_f1 = picks = None

@@ -149,7 +149,7 @@ def nested_cv(
         est = make_learner(pick.meta, n_classes=n_classes, params=(params or {}).get(pick.meta))
         proba = est.fit(Xi, yi).predict_proba(X[~inner])
         if tune_bias:
-            tuner = BiasTuner(n_classes=n_classes).fit(_log(pick.oof_proba), yi)
+            tuner = BiasTuner().fit(_log(pick.oof_proba), yi)
             proba = metrics.softmax(tuner.transform(_log(proba)))
         out[~inner] = proba
         log.info("nested: outer fold %d picked %s", k, pick.meta)

@@ -313,6 +313,96 @@ def folds(
     )
 
 
+PSEUDO_COLUMNS = [
+    ("class", "class", ""),
+    ("candidates", "candidates", "d"),
+    ("chosen", "chosen", "d"),
+    ("mean_confidence", "mean confidence", ".3f"),
+]
+
+
+@app.command("pseudo-label")
+@expected_errors
+def pseudo_label_cmd(
+    ensemble: Annotated[
+        str, typer.Option("--ensemble", help="Ensemble under ensembles/ to label with.")
+    ],
+    threshold: Annotated[
+        float,
+        typer.Option(
+            "--threshold", help="Keep test samples whose top probability is at least this."
+        ),
+    ] = 0.9,
+    max_per_class: Annotated[
+        Optional[int],  # noqa: UP045
+        typer.Option("--max-per-class", help="At most N samples per class (the most confident)."),
+    ] = None,
+    class_threshold: Annotated[
+        Optional[list[str]],  # noqa: UP045
+        typer.Option("--class-threshold", help="CLASS=T: this class's own threshold (repeatable)."),
+    ] = None,
+    balance: Annotated[
+        bool,
+        typer.Option("--balance", help="Cap each class at its train share of the samples chosen."),
+    ] = False,
+    name: Annotated[
+        Optional[str],  # noqa: UP045
+        typer.Option("--name", help="Pseudo-label set name (default: the ensemble's)."),
+    ] = None,
+    artifacts: ArtifactsOpt = None,
+) -> None:
+    """Choose confident test samples of an ensemble: writes pseudo/NAME/pseudo.parquet."""
+    from stackkit.pseudo import parse_class_thresholds, pseudo_label
+    from stackkit.store import Store
+    from stackkit.tables import format_table
+
+    res = pseudo_label(
+        Store(artifacts),
+        ensemble,
+        threshold=threshold,
+        max_per_class=max_per_class,
+        class_thresholds=parse_class_thresholds(class_threshold),
+        balance=balance,
+        name=name,
+    )
+    rows = [
+        {k: (None if isinstance(v, float) and v != v else v) for k, v in r.items()}
+        for r in res.table.to_dict("records")
+    ]
+    print(format_table(rows, PSEUDO_COLUMNS))
+    print(
+        f"chose {len(res.frame)} of {res.meta['n_test']} test samples "
+        f"(mean confidence {res.frame['confidence'].mean():.3f}); wrote {res.path}"
+    )
+
+
+@app.command("demo-data")
+@expected_errors
+def demo_data_cmd(
+    out: Annotated[Path, typer.Option("--out", help="Folder to write the dataset into.")],
+    people: Annotated[int, typer.Option("--people", help="Train people (7 images each).")] = 200,
+    eval_people: Annotated[
+        int, typer.Option("--eval-people", help="Eval people (7 images each, shuffled).")
+    ] = 100,
+    size: Annotated[str, typer.Option("--size", help="Image size WIDTHxHEIGHT.")] = "48x64",
+    seed: Annotated[int, typer.Option("--seed", help="Random seed (same seed, same files).")] = 0,
+) -> None:
+    """Write drawn demo faces in the mask competition's layout (train/, eval/, eval/answers.csv)."""
+    import time
+
+    from stackkit.demo_data import make_demo_data, parse_size
+
+    t0 = time.perf_counter()
+    res = make_demo_data(
+        out, people=people, eval_people=eval_people, size=parse_size(size), seed=seed
+    )
+    print(
+        f"wrote {res.n_train_images} train images ({res.n_train_people} people) and "
+        f"{res.n_eval_images} eval images ({res.n_eval_people} people) at "
+        f"{res.size[0]}x{res.size[1]} under {res.root} in {time.perf_counter() - t0:.1f}s"
+    )
+
+
 def main() -> None:
     app()
 

@@ -39,6 +39,7 @@ from stackkit.store import Store, file_sha256, read_json, read_parquet
 log = logging.getLogger(__name__)
 
 DEFAULT_THRESHOLD = 0.9  # high: a wrong pseudo label teaches the next model the ensemble's mistake
+FLOAT32_SLACK = 1e-6  # probabilities are stored as float32: 0.9 must clear a threshold of 0.9
 TEST_PROBA_FILE = "test_proba.parquet"
 ENSEMBLE_FILE = "ensemble.json"
 
@@ -141,7 +142,7 @@ def select(
     n_classes = proba.shape[1]
     label = proba.argmax(axis=1)
     conf = proba[np.arange(len(proba)), label]
-    ok = conf >= thresholds[label]
+    ok = conf >= thresholds[label] - FLOAT32_SLACK
     candidates = np.bincount(label[ok], minlength=n_classes)
     # most confident first; a stable sort keeps row (sample_id) order among equals
     order = np.argsort(-conf, kind="stable")
@@ -201,7 +202,7 @@ def pseudo_label(
             "label": label.astype(np.int16),
             "confidence": proba[chosen, label].astype(np.float32),
         }
-    )
+    ).astype(schema.PSEUDO_COLUMNS)
     counts = np.bincount(label, minlength=folds.n_classes)
     mean_conf = [
         float(frame["confidence"][label == c].mean()) if counts[c] else math.nan

@@ -168,8 +168,8 @@ def pseudo_label(
     threshold: float = DEFAULT_THRESHOLD,
     max_per_class: int | None = None,
     class_thresholds: Mapping[str, float] | None = None,
-    balance: bool = False,
     name: str | None = None,
+    balance: bool = False,
 ) -> PseudoSet:
     """Choose confident test samples of ``ensemble`` and write ``pseudo/<name>/`` (name: ensemble)."""
     class_thresholds = dict(class_thresholds or {})

@@ -383,7 +383,7 @@ def demo_data_cmd(
     people: Annotated[int, typer.Option("--people", help="Train people (7 images each).")] = 200,
     eval_people: Annotated[
         int, typer.Option("--eval-people", help="Eval people (7 images each, shuffled).")
-    ] = 100,
+    ] = 200,
     size: Annotated[str, typer.Option("--size", help="Image size WIDTHxHEIGHT.")] = "48x64",
     seed: Annotated[int, typer.Option("--seed", help="Random seed (same seed, same files).")] = 0,
 ) -> None:

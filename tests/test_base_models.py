@@ -286,3 +286,13 @@ def test_other_backbones_and_their_configs(tmp_path, data, model):
     assert result.complete and info["config"]["data_config"]["input_size"] == [3, 40, 32]
     assert all(0 <= f["best_epoch"] < 2 for f in info["metrics"]["per_fold"])
     assert info["config"]["train"]["optimizer"] == ("sgd" if model == "test_nfnet" else "adamw")
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_cuda_run_bf16_channels_last_workers(tmp_path, data):
+    art = _artifacts(tmp_path, data)
+    result = train(data=data, artifacts=art, **(FAST | {"device": "cuda", "workers": 2}))
+    store = Store(art)
+    runs = store.load_runs(["test_resnet"], store.read_folds())
+    assert result.complete and runs.infos["test_resnet"]["device"].startswith("cuda")

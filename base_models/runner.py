@@ -133,7 +133,7 @@ def train(
         return RunResult(job.run_dir, True, [], list(range(fold_set.n_folds)))
     result = _train_folds(job, wanted, skip_bad_images, force)
     if all(shards.finished(job.run_dir, k, h) for k in range(fold_set.n_folds)):
-        _write_run(store, run, job, resolved, ds)
+        _write_run(store, run, job, resolved)
         shutil.rmtree(job.run_dir / "cache", ignore_errors=True)
         result.complete = True
     else:
@@ -154,6 +154,8 @@ def _device(name: str | None, threads: int | None) -> torch.device:
         raise StackkitError(f"--device {name}: CUDA is not available on this machine")
     if dev.type == "cpu":
         torch.set_num_threads(threads or cpu_count())
+    else:
+        torch.backends.cudnn.benchmark = True  # fixed input size: let cuDNN pick its kernels
     return dev
 
 
@@ -253,41 +255,15 @@ def seed_everything(seed: int) -> None:
 
 
 def _run_fold(job: Job, split: Split, cache) -> None:
-    from torch.utils.tensorboard import SummaryWriter
-
     t0, k, t = time.time(), split.fold, job.table
     seed_everything(job.seed + k)  # each fold on its own seed: resuming changes nothing
-    net = create(job.model, job.folds.n_classes)
-    if job.pretrained:
-        load_pretrained(net, job.pretrained["path"])
-    net = net.to(job.device, memory_format=Normalizer(job.dcfg, job.device).memory_format)
-    norm = Normalizer(job.dcfg, job.device)
+    net, norm = _fresh_model(job)
     loader = _loaders(job, cache.path, k)
-    train_dl = loader(split.train, train_transform(job.dcfg, job.cfg), True)
-    val_dl = loader(split.val, eval_transform(job.dcfg), False)
-    with SummaryWriter(log_dir=str(job.run_dir / "tb" / f"fold_{k}")) as writer:
-        best = fit(
-            net,
-            train_dl,
-            val_dl,
-            t.labels[split.val],
-            norm,
-            job.cfg,
-            job.folds.n_classes,
-            writer,
-            k,
-        )
+    best = _fit_fold(job, net, norm, loader, split)
     oof_pos = np.flatnonzero(t.fold == k)
-    oof = _predict(
-        net, loader(oof_pos, eval_transform(job.dcfg), False), norm, t, oof_pos, f"fold {k} OOF"
-    )
+    oof = _predict(net, loader(oof_pos, False), norm, t, oof_pos, f"fold {k} OOF")
     test = _predict(
-        net,
-        loader(t.test_positions, eval_transform(job.dcfg), False),
-        norm,
-        t,
-        t.test_positions,
-        f"fold {k} test",
+        net, loader(t.test_positions, False), norm, t, t.test_positions, f"fold {k} test"
     )
     f1 = metrics.macro_f1(t.labels[oof_pos], oof.argmax(1), job.folds.n_classes)
     record = {
@@ -296,27 +272,45 @@ def _run_fold(job: Job, split: Split, cache) -> None:
         "n_pseudo": int((split.train >= t.n_train).sum()), "n_val": len(oof_pos),
         "seconds": round(time.time() - t0, 1), "trained_on": sorted(t.ids[split.train].tolist()),
     }  # fmt: skip
-    shards.write_shard(
-        job.run_dir,
-        k,
-        _frame(t.ids[oof_pos], k, oof),
-        _frame(t.ids[t.test_positions], k, test),
-        record,
-    )
+    oof_df, test_df = _frame(t.ids[oof_pos], k, oof), _frame(t.ids[t.test_positions], k, test)
+    shards.write_shard(job.run_dir, k, oof_df, test_df, record)
     log.info(
         "fold %d: best epoch %d/%d, val macro-F1 %.4f (TTA %.4f), %d train / %d val images, %.0f s",
-        k, best.best_epoch + 1, job.cfg["epochs"], best.best_f1, f1, len(split.train), len(oof_pos), record["seconds"],
+        k, best.best_epoch + 1, job.cfg["epochs"], best.best_f1, f1, len(split.train), len(oof_pos),
+        record["seconds"],
     )  # fmt: skip
 
 
+def _fresh_model(job: Job):
+    net = create(job.model, job.folds.n_classes)
+    if job.pretrained:
+        load_pretrained(net, job.pretrained["path"])
+    norm = Normalizer(job.dcfg, job.device)
+    return net.to(job.device, memory_format=norm.memory_format), norm
+
+
+def _fit_fold(job: Job, net, norm, loader, split: Split):
+    from torch.utils.tensorboard import SummaryWriter
+
+    train_dl, val_dl = loader(split.train, True), loader(split.val, False)
+    labels, c = job.table.labels[split.val], job.folds.n_classes
+    with SummaryWriter(log_dir=str(job.run_dir / "tb" / f"fold_{split.fold}")) as writer:
+        return fit(net, train_dl, val_dl, labels, norm, job.cfg, c, writer, split.fold)
+
+
 def _loaders(job: Job, cache_path: Path, fold: int):
-    def make(positions: np.ndarray, transform, is_train: bool):
-        ds = CachedImages(
-            cache_path, positions, np.maximum(job.table.labels[positions], 0), transform
-        )
+    """``make(positions, is_train)``: training (augmented, shuffled) or prediction batches."""
+    transforms = {True: train_transform(job.dcfg, job.cfg), False: eval_transform(job.dcfg)}
+
+    def make(positions: np.ndarray, is_train: bool):
+        labels = np.maximum(
+            job.table.labels[positions], 0
+        )  # unlabelled test rows: never trained on
+        ds = CachedImages(cache_path, positions, labels, transforms[is_train])
         batch = job.cfg["batch"] * (1 if is_train else EVAL_BATCH_FACTOR)
+        seed = job.seed + fold
         return make_loader(
-            ds, batch, train=is_train, workers=job.workers, device=job.device, seed=job.seed + fold
+            ds, batch, train=is_train, workers=job.workers, device=job.device, seed=seed
         )
 
     return make
@@ -337,23 +331,28 @@ def _frame(ids, fold: int, logits: np.ndarray) -> pd.DataFrame:
     )
 
 
-def _write_run(store: Store, run: str, job: Job, resolved: dict, ds) -> None:
+PER_FOLD_KEYS = (
+    "fold",
+    "best_epoch",
+    "val_macro_f1",
+    "oof_macro_f1",
+    "n_train",
+    "n_pseudo",
+    "n_val",
+    "seconds",
+)
+
+
+def _write_run(store: Store, run: str, job: Job, resolved: dict) -> None:
     oof, test, records = shards.assemble(job.run_dir, job.folds.n_folds)
     t = job.table
-    pos = pd.Index(t.ids[: t.n_train]).get_indexer(oof["sample_id"].to_numpy(dtype=object))
-    y = t.labels[pos]
-    logits = oof[schema.logit_columns(job.folds.n_classes)].to_numpy()
-    s = metrics.scores(y, metrics.softmax(logits), oof["fold"].to_numpy())
     bad = np.flatnonzero(~t.usable)
     info = {
         "run": run, "model": job.model, "classes": list(job.folds.classes), "n_folds": job.folds.n_folds,
         "folds_hash": job.folds.hash, "seed": job.seed, "tta": list(TTA_VIEWS),
-        "metrics": {
-            "oof_macro_f1": s["macro_f1"], "oof_accuracy": s["accuracy"], "oof_log_loss": s["log_loss"],
-            "per_fold": [{k: r[k] for k in ("fold", "best_epoch", "val_macro_f1", "oof_macro_f1", "n_train", "n_pseudo", "n_val", "seconds")} for r in records],
-        },
-        "created": pd.Timestamp.now(tz="UTC").isoformat(),
-        "versions": {"python": platform.python_version(), "torch": torch.__version__, "timm": timm.__version__, "stackkit": stackkit.__version__},
+        "metrics": _run_metrics(job, oof, records), "created": pd.Timestamp.now(tz="UTC").isoformat(),
+        "versions": {"python": platform.python_version(), "torch": torch.__version__,
+                     "timm": timm.__version__, "stackkit": stackkit.__version__},
         "config": resolved, "config_hash": job.hash, "pseudo": resolved["pseudo"],
         "init": "pretrained" if job.pretrained else "scratch",
         "labels_differ_from_folds": int((t.labels[: t.n_train] != job.folds.labels).sum()),
@@ -361,10 +360,18 @@ def _write_run(store: Store, run: str, job: Job, resolved: dict, ds) -> None:
         "device": str(job.device), "command": sys.argv,
     }  # fmt: skip
     store.write_run(run, oof, test, info, job.folds)
-    log.info(
-        "run %s: OOF macro-F1 %.4f, accuracy %.4f, log loss %.4f",
-        run,
-        s["macro_f1"],
-        s["accuracy"],
-        s["log_loss"],
-    )
+    m = info["metrics"]
+    log.info("run %s: OOF macro-F1 %.4f, accuracy %.4f, log loss %.4f", run,
+             m["oof_macro_f1"], m["oof_accuracy"], m["oof_log_loss"])  # fmt: skip
+
+
+def _run_metrics(job: Job, oof: pd.DataFrame, records: list[dict]) -> dict:
+    """Scores of the whole OOF vector against the labels the run was trained on."""
+    t = job.table
+    pos = pd.Index(t.ids[: t.n_train]).get_indexer(oof["sample_id"].to_numpy(dtype=object))
+    logits = oof[schema.logit_columns(job.folds.n_classes)].to_numpy()
+    s = metrics.scores(t.labels[pos], metrics.softmax(logits), oof["fold"].to_numpy())
+    return {
+        "oof_macro_f1": s["macro_f1"], "oof_accuracy": s["accuracy"], "oof_log_loss": s["log_loss"],
+        "per_fold": [{k: r[k] for k in PER_FOLD_KEYS} for r in records],
+    }  # fmt: skip

@@ -222,6 +222,20 @@ def _break(case, tmp_path, data):
         return root, art, {"img_size": "32by24"}
     elif case == "bad_fold":
         return root, art, {"folds": "0,7"}
+    elif case in ("no_pseudo", "other_pseudo"):
+        store = Store(art)
+        folds = store.read_folds()
+        if case == "other_pseudo":
+            pseudo = pd.DataFrame({"sample_id": ["x.jpg"], "label": [1], "confidence": [0.9]})
+            meta = {
+                "ensemble": "e",
+                "ensemble_hash": "h",
+                "folds_hash": "0" * 64,
+                "rule": {},
+                "per_class": {},
+            }
+            store.write_pseudo("p1", pseudo, meta, folds.n_classes)
+        return root, art, {"pseudo": "p1"}
     return root, art, {}
 
 
@@ -238,6 +252,8 @@ def _break(case, tmp_path, data):
         ("unknown_model", "did you mean test_resnet"),
         ("bad_size", "--img-size must be HxW"),
         ("bad_fold", "--folds '0,7'"),
+        ("no_pseudo", "pseudo set 'p1': pseudo/p1/pseudo.parquet: file not found"),
+        ("other_pseudo", "made on another fold assignment"),
     ],
 )
 def test_bad_input(tmp_path, data, case, message):

@@ -136,6 +136,9 @@ def main() -> None:
         print(
             f"  {phase:5s}  pipeline {p:8.1f} img/s   synthetic {s:8.1f} img/s   ratio {p / s:6.1%}"
         )
+    print(
+        f"  loader alone (train transforms + normalise, no model): {rates['loader only']:.1f} img/s"
+    )
 
 
 if __name__ == "__main__":

@@ -114,7 +114,7 @@ def train(
     probe = create(model, fold_set.n_classes)  # refuses unknown names before anything is written
     pre = _pretrained(probe, pretrained)
     dcfg = data_config(probe, cfg["img_size"], cfg["crop_pct"])
-    ds = load_dataset(data, age_boundary=_age_boundary(age_boundary, fold_set), label_fix=label_fix)
+    ds = load_dataset(data, **_data_options(fold_set, age_boundary, label_fix))
     pseudo_df, pseudo_info = _pseudo(store, pseudo, fold_set)
     table = image_table(ds, fold_set, pseudo_df)
     wanted = _parse_folds(folds, fold_set.n_folds)
@@ -166,11 +166,14 @@ def _pretrained(probe: torch.nn.Module, path) -> dict | None:
     return {"path": str(Path(path).expanduser().resolve()), "sha256": file_sha256(path)}
 
 
-def _age_boundary(value: int | None, folds: schema.Folds) -> int:
-    """The one given, else the one folds.parquet was made with, else the competition's."""
-    if value is not None:
-        return int(value)
-    return int(folds.meta.get("data", {}).get("age_boundary") or AGE_BOUNDARY)
+def _data_options(folds: schema.Folds, age_boundary, label_fix) -> dict:
+    """The ones given, else those folds.parquet was made with, else the competition's rule."""
+    made_with = folds.meta.get("data") or {}
+    if age_boundary is None:
+        age_boundary = made_with.get("age_boundary") or AGE_BOUNDARY
+    if label_fix is None and made_with.get("label_fix"):
+        label_fix = made_with["label_fix"]["path"]
+    return {"age_boundary": int(age_boundary), "label_fix": label_fix}
 
 
 def _pseudo(store: Store, name: str | None, folds: schema.Folds):

@@ -312,3 +312,18 @@ def test_cuda_run_bf16_channels_last_workers(tmp_path, data):
     store = Store(art)
     runs = store.load_runs(["test_resnet"], store.read_folds())
     assert result.complete and runs.infos["test_resnet"]["device"].startswith("cuda")
+
+
+def test_label_fix_and_age_boundary_default_to_those_of_the_folds(tmp_path, data, caplog):
+    fix = tmp_path / "fix.csv"
+    fix.write_text("target,field,value\n000001_male_Asian_22,age,59\n")
+    art = tmp_path / "art"
+    folds = folds_for_data(data, artifacts=art, n_folds=2, age_boundary=58, label_fix=fix)
+    assert folds.meta["data"]["label_fix"]["changed"] == 7
+    assert runner._data_options(folds, None, None) == {"age_boundary": 58, "label_fix": str(fix)}
+    with caplog.at_level("WARNING"):
+        train(data=data, artifacts=art, folds="0", **FAST)
+    assert "differ from folds.parquet" not in caplog.text  # trained on the folds' own labels
+    with caplog.at_level("WARNING"):
+        train(data=data, artifacts=art, folds="0", age_boundary=60, **FAST)
+    assert "7 train label(s) differ from folds.parquet" in caplog.text

@@ -297,7 +297,9 @@ def _fit_fold(job: Job, net, norm, loader, split: Split):
 
     train_dl, val_dl = loader(split.train, True), loader(split.val, False)
     labels, c = job.table.labels[split.val], job.folds.n_classes
-    with SummaryWriter(log_dir=str(job.run_dir / "tb" / f"fold_{split.fold}")) as writer:
+    tb = job.run_dir / "tb" / f"fold_{split.fold}"
+    shutil.rmtree(tb, ignore_errors=True)  # a retrained fold replaces its curves
+    with SummaryWriter(log_dir=str(tb)) as writer:
         return fit(net, train_dl, val_dl, labels, norm, job.cfg, c, writer, split.fold)
 
 

@@ -212,7 +212,6 @@ def _already_complete(job: Job, force: bool) -> bool:
     path = job.run_dir / schema.RUN_FILE
     if force or not path.is_file():
         return False
-
     old = json.loads(path.read_text()).get("config_hash")
     if old == job.hash:
         log.info(

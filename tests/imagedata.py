@@ -28,7 +28,9 @@ def _image(rng: np.random.Generator, tint: int, size=SIZE) -> Image.Image:
     return Image.fromarray(x.clip(0, 255).astype(np.uint8))
 
 
-def make_mask_data(root: Path, n_people: int = 12, n_test: int = 10, seed: int = 0) -> Path:
+def make_mask_data(
+    root: Path, n_people: int = 12, n_test: int = 10, seed: int = 0, size=SIZE
+) -> Path:
     """``n_people`` (a multiple of 6 covers every gender x age class) and ``n_test`` eval images."""
     rng = np.random.default_rng(seed)
     root = Path(root)
@@ -55,7 +57,7 @@ def make_mask_data(root: Path, n_people: int = 12, n_test: int = 10, seed: int =
     ids = []
     for j in range(n_test):
         name = f"{j:040x}.jpg"
-        _image(rng, j).save(ev / name)
+        _image(rng, j, size).save(ev / name)
         ids.append(name)
     pd.DataFrame({"ImageID": ids, "ans": 0}).to_csv(root / "eval" / "info.csv", index=False)
     return root

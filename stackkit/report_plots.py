@@ -32,7 +32,7 @@ def to_png(fig: Figure) -> bytes:
 
 def _annotate(ax, values: np.ndarray, fmt: str, hide_below: float | None = None, cut=0.6):
     for (i, j), v in np.ndenumerate(values):
-        if hide_below is not None and abs(v) < hide_below:
+        if np.isnan(v) or (hide_below is not None and abs(v) < hide_below):
             continue
         color = "white" if v > cut else "black"
         ax.text(j, i, format(v, fmt), ha="center", va="center", fontsize=7.5, color=color)
@@ -89,6 +89,8 @@ def diversity(names: list[str], corr: np.ndarray, disagree: np.ndarray) -> bytes
         (disagree, "disagreement rate", "Oranges", 0, max(0.05, float(disagree.max()))),
     ]
     for ax, (m, title, cmap, lo, hi) in zip(axes, panels):
+        m = m.astype(np.float64)  # a copy: the diagonal (a run with itself) is left blank
+        np.fill_diagonal(m, np.nan)
         im = ax.imshow(m, cmap=cmap, vmin=lo, vmax=hi)
         _annotate(ax, m, ".2f", cut=hi * 0.75)
         ax.set_xticks(range(r), names, rotation=45, ha="right")

@@ -46,9 +46,8 @@ def make_mask_data(
         d.mkdir(parents=True)
         for m, stem in enumerate(STEMS):
             mask = 0 if m < 5 else m - 4
-            _image(rng, 6 * mask + 3 * (i % 2) + (i // 2) % 3).save(
-                d / f"{stem}{EXTS.get(stem, '.jpg')}"
-            )
+            tint = 6 * mask + 3 * (i % 2) + (i // 2) % 3
+            _image(rng, tint, size).save(d / f"{stem}{EXTS.get(stem, '.jpg')}")
         (d / "._mask1.jpg").write_bytes(b"\x00\x05\x16\x07 resource fork")
         (d / ".DS_Store").write_bytes(b"junk")
     pd.DataFrame(rows).to_csv(root / "train" / "train.csv", index=False)

@@ -1,0 +1,147 @@
+"""Meta-level features built from the runs' out-of-fold logits.
+
+The meta learners see ``X`` of shape ``(n_samples, R * C)``: the R runs' raw logits laid out
+run-major (run ``r``'s C class logits at columns ``r*C:(r+1)*C``). Raw logits carry an arbitrary
+per-row shift (CONTRACT.md), so every representation here starts from the per-run softmax:
+
+- ``kind="proba"``: per-run probabilities; ``kind="logprob"``: per-run log-probabilities,
+  clipped at ``LOGPROB_FLOOR`` so one over-confident run cannot dominate a linear model.
+- ``temperature=True``: each run's logits are divided by a temperature fitted on the training rows
+  only (minimising that run's log loss), so over- and under-confident runs speak on one scale.
+- ``combine="concat"``: one block of C features per run (R*C); ``"mean"``: the per-class mean over
+  runs (C; the order of the runs cannot matter); ``"both"``: the R blocks and the mean (R*C + C).
+
+    >>> feats = RunFeatures(n_classes=18, kind="logprob", temperature=True).fit(X_train, y_train)
+    >>> Z = feats.transform(X_test)
+"""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+from scipy.optimize import minimize_scalar
+from sklearn.base import BaseEstimator, TransformerMixin
+
+from stackkit.metrics import log_softmax
+
+log = logging.getLogger(__name__)
+
+KINDS = ("proba", "logprob")
+COMBINES = ("concat", "mean", "both")
+LOGPROB_FLOOR = np.log(1e-6)  # a run's "impossible" is as informative as "one in a million"
+LOG_T_BOUNDS = (-4.0, 4.0)  # temperatures in [e^-4, e^4]: far wider than any real run needs
+
+
+def infer_n_classes(y: np.ndarray, n_classes: int | None) -> int:
+    """``n_classes``, or the number of distinct labels when it is None."""
+    return len(np.unique(y)) if n_classes is None else int(n_classes)
+
+
+def split_runs(X: np.ndarray, n_classes: int) -> np.ndarray:
+    """``(n, R*C)`` -> ``(n, R, C)``; a width that is not a multiple of C is a ValueError."""
+    X = np.asarray(X, dtype=np.float64)
+    if X.ndim != 2:
+        raise ValueError(f"X must be 2-D (n_samples, n_runs * n_classes), got shape {X.shape}")
+    if n_classes < 1 or X.shape[1] == 0 or X.shape[1] % n_classes:
+        raise ValueError(
+            f"X has shape {X.shape}: its {X.shape[1]} columns are not a whole number of runs "
+            f"of n_classes={n_classes} logits each"
+        )
+    return X.reshape(len(X), X.shape[1] // n_classes, n_classes)
+
+
+def fit_temperature(logits: np.ndarray, y: np.ndarray) -> float:
+    """The temperature T minimising the log loss of ``softmax(logits / T)`` on labels ``y``.
+
+    ``logits`` is ``(n, C)`` for one run. A 1-D bounded search over log T: the loss is smooth and
+    unimodal in practice, and this is cheap (a few dozen passes over n*C numbers).
+    """
+    z = np.asarray(logits, dtype=np.float64)
+    rows = np.arange(len(z))
+    y = np.asarray(y, dtype=np.int64)
+
+    def nll(log_t: float) -> float:
+        return float(-log_softmax(z * np.exp(-log_t), axis=1)[rows, y].mean())
+
+    res = minimize_scalar(nll, bounds=LOG_T_BOUNDS, method="bounded", options={"xatol": 1e-4})
+    return float(np.exp(res.x))
+
+
+def run_features(logits: np.ndarray, kind: str, temperatures: np.ndarray | None) -> np.ndarray:
+    """``(n, R, C)`` logits -> ``(n, R, C)`` per-run probabilities or log-probabilities."""
+    z = logits if temperatures is None else logits / temperatures[None, :, None]
+    lp = log_softmax(z, axis=2)
+    return np.exp(lp) if kind == "proba" else np.maximum(lp, LOGPROB_FLOOR)
+
+
+class RunFeatures(TransformerMixin, BaseEstimator):
+    """Turn run-major logits into meta features (see the module docstring).
+
+    Fitted: ``temperatures_`` (R,) (ones without ``temperature``), ``n_runs_``, ``n_classes_``.
+    """
+
+    def __init__(
+        self,
+        n_classes: int | None = None,
+        kind: str = "proba",
+        temperature: bool = False,
+        combine: str = "concat",
+    ):
+        self.n_classes = n_classes
+        self.kind = kind
+        self.temperature = temperature
+        self.combine = combine
+
+    def fit(self, X, y):
+        if self.kind not in KINDS:
+            raise ValueError(f"kind must be one of {KINDS}, got {self.kind!r}")
+        if self.combine not in COMBINES:
+            raise ValueError(f"combine must be one of {COMBINES}, got {self.combine!r}")
+        y = np.asarray(y)
+        self.n_classes_ = infer_n_classes(y, self.n_classes)
+        z = split_runs(X, self.n_classes_)
+        self.n_runs_ = z.shape[1]
+        if self.temperature:
+            self.temperatures_ = np.array(
+                [fit_temperature(z[:, r], y) for r in range(self.n_runs_)]
+            )
+            log.debug("run temperatures: %s", np.round(self.temperatures_, 3).tolist())
+        else:
+            self.temperatures_ = np.ones(self.n_runs_)
+        return self
+
+    def transform(self, X) -> np.ndarray:
+        z = split_runs(X, self.n_classes_)
+        if z.shape[1] != self.n_runs_:
+            raise ValueError(
+                f"X has shape {np.shape(X)}: {z.shape[1]} runs, but the features were fitted "
+                f"on {self.n_runs_} runs of {self.n_classes_} classes"
+            )
+        f = run_features(z, self.kind, self.temperatures_ if self.temperature else None)
+        flat = f.reshape(len(f), -1)
+        if self.combine == "concat":
+            return flat
+        mean = f.mean(axis=1)
+        return mean if self.combine == "mean" else np.hstack([flat, mean])
+
+    def per_run(self, column_importance: np.ndarray) -> np.ndarray:
+        """Sum non-negative per-column importances into per-run weights (normalised to sum 1);
+        pooled (mean) columns are split equally among the runs."""
+        imp = np.abs(np.asarray(column_importance, dtype=np.float64))
+        r, c = self.n_runs_, self.n_classes_
+        w = np.zeros(r)
+        if self.combine in ("concat", "both"):
+            w += imp[: r * c].reshape(r, c).sum(axis=1)
+        if self.combine in ("mean", "both"):
+            w += imp[-c:].sum() / r
+        total = w.sum()
+        return w / total if total > 0 else np.full(r, 1.0 / r)
+
+    def summary(self) -> dict:
+        return {
+            "kind": self.kind,
+            "temperature": bool(self.temperature),
+            "combine": self.combine,
+            "temperatures": [round(float(t), 6) for t in self.temperatures_],
+        }

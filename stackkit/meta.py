@@ -1,0 +1,539 @@
+"""Meta learners: sklearn classifiers over the runs' out-of-fold logits, and their registry.
+
+Every learner takes ``X`` of shape ``(n, R*C)`` (R runs' raw logits, run-major) and labels in
+``[0, C)``; ``classes_`` is always ``np.arange(C)`` and ``predict_proba`` always returns C columns,
+even when a class is missing from the training rows (it then gets probability 0). After ``fit``
+each exposes ``run_weights_`` (R,) (non-negative, sums to 1) and ``summary_()`` (a JSON-ready dict).
+
+    >>> est = make_learner("lr", n_classes=18, params={"C": 0.5})
+    >>> est.fit(X, y).predict_proba(X_test)
+    >>> parse_params(["rf.n_estimators=300", "lr.C=0.5"])
+    {'rf': {'n_estimators': 300}, 'lr': {'C': 0.5}}
+
+Learners (SIMPLICITY order, simplest first; ``caruana`` lives in :mod:`stackkit.selection`):
+``vote`` mean of the runs' softmax; ``lr`` multinomial logistic regression; ``knn`` distance-
+weighted neighbours; ``svm`` RBF kernel approximated by Nystroem + linear SVM, softmax of its
+margins with a fitted temperature; ``rf`` random forest; ``xgboost`` gradient-boosted trees.
+Features for all but ``vote`` come from :class:`stackkit.features.RunFeatures`.
+
+Order of runs: ``vote`` and ``knn``/``svm`` (Euclidean geometry over all columns) do not depend on
+it; ``lr`` does not either (the same solution up to a column permutation, equal to solver
+tolerance). ``rf`` and ``xgboost`` draw features at random or break split ties by column index, so
+permuting runs can change them slightly; ``stackkit.store`` sorts runs by name, so a given set of
+runs always meets them in one order.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+from sklearn.base import BaseEstimator, ClassifierMixin
+from sklearn.utils.class_weight import compute_sample_weight
+from sklearn.utils.validation import check_is_fitted, validate_data
+
+from stackkit.errors import StackkitError
+from stackkit.features import RunFeatures, fit_temperature, infer_n_classes, split_runs
+from stackkit.metrics import log_softmax, softmax
+
+log = logging.getLogger(__name__)
+
+SIMPLICITY = ("vote", "caruana", "lr", "knn", "svm", "rf", "xgboost")
+
+# --------------------------------------------------------------------------------------------
+# Defaults, all in one place. Sized for ~20k rows x up to 30 runs x 18 classes on 2 cores, where
+# `stackkit fit --meta auto` cross-validates all seven learners over 5 folds in under a minute
+# (about 1.5 s per fit). Measured with bench/learners.py on make_case(2700, 12600, 10).
+N_JOBS = 1  # the caller (stacking.cross_val_proba) parallelises over folds; don't oversubscribe
+SEED = 0  # every random learner is reproducible
+
+# lr: log-probabilities beat probabilities (log loss 0.27 vs 0.35, macro-F1 +0.007); standardised
+# so lbfgs converges in ~30 iterations; C=0.1 beats 1.0 and 0.01; "balanced" weights cost 0.02
+# macro-F1 here (the rare classes are already well separated). No temperature: the linear
+# model learns each column's scale itself.
+LR = dict(features="logprob", temperature=False, combine="concat", C=0.1, standardize=True,
+          class_weight=None, max_iter=100, tol=1e-3)  # fmt: skip
+# knn: all runs' columns (the per-class mean over runs loses 0.07 macro-F1: runs differ in
+# quality); temperature-scaled probabilities so each run's vote is calibrated; distance weights.
+KNN = dict(features="proba", temperature=True, combine="concat", n_neighbors=25,
+           weights="distance")  # fmt: skip
+# svm: RBF on log-probabilities through a Nystroem map (exact SVC is O(n^2): 8+ minutes).
+SVM = dict(features="logprob", temperature=True, combine="concat", C=0.1, gamma=None,
+           n_components=300, class_weight=None)  # fmt: skip
+# rf: shallow-ish forest on subsamples: 100 trees x 30% rows, leaves of >= 3 rows.
+RF = dict(features="proba", temperature=True, combine="both", n_estimators=100,
+          max_samples=0.3, min_samples_leaf=3, max_features="sqrt", class_weight=None)  # fmt: skip
+# xgboost: hist trees, few shallow rounds with shrinkage; no early stopping (no inner split).
+XGB = dict(features="logprob", temperature=True, combine="both", n_estimators=100, max_depth=3,
+           learning_rate=0.15, subsample=0.8, colsample_bytree=0.5, min_child_weight=2.0,
+           reg_lambda=1.0, max_bin=64, class_weight=None)  # fmt: skip
+
+
+# --------------------------------------------------------------------------------------------
+# the common protocol
+
+
+def _check_y(y: np.ndarray, n_classes: int | None) -> tuple[np.ndarray, int]:
+    y = np.asarray(y)
+    if y.dtype.kind not in "iub" and not (
+        y.dtype.kind == "f" and np.all(np.isfinite(y)) and np.all(y == np.round(y))
+    ):
+        raise ValueError(f"y must hold integer class indices, got dtype {y.dtype}")
+    y = y.astype(np.int64)
+    c = infer_n_classes(y, n_classes)
+    if len(y) and (y.min() < 0 or y.max() >= c):
+        raise ValueError(f"labels must lie in [0, {c}) (n_classes={c}), got [{y.min()}, {y.max()}]")
+    return y, c
+
+
+class _MetaLearner(ClassifierMixin, BaseEstimator):
+    """Shared fit/predict: validate, build features, fit the model on the classes present."""
+
+    def _fit_model(self, Z: np.ndarray, y: np.ndarray, n_present: int):
+        raise NotImplementedError
+
+    def _model_proba(self, Z: np.ndarray) -> np.ndarray:
+        return self.model_.predict_proba(Z)
+
+    def _column_importance(self) -> np.ndarray | None:
+        """Non-negative importance per feature column, or None for uniform run weights."""
+        return None
+
+    def fit(self, X, y):
+        X, y = validate_data(self, X, y, dtype=np.float64)
+        y, c = _check_y(y, self.n_classes)
+        self.n_runs_ = split_runs(X, c).shape[1]
+        self.n_classes_, self.classes_ = c, np.arange(c)
+        self.present_ = np.unique(y)  # classes seen in training; the others get probability 0
+        self.features_ = RunFeatures(c, self.features, self.temperature, self.combine).fit(X, y)
+        Z = self.features_.transform(X)
+        if len(self.present_) > 1:
+            self._fit_model(Z, np.searchsorted(self.present_, y), len(self.present_))
+        else:
+            self.model_ = None
+        imp = self._column_importance() if self.model_ is not None else None
+        r = self.n_runs_
+        self.run_weights_ = np.full(r, 1.0 / r) if imp is None else self.features_.per_run(imp)
+        return self
+
+    def predict_proba(self, X) -> np.ndarray:
+        check_is_fitted(self)
+        X = validate_data(self, X, dtype=np.float64, reset=False)
+        out = np.zeros((len(X), self.n_classes_))
+        if self.model_ is None:
+            out[:, self.present_] = 1.0
+            return out
+        p = np.clip(self._model_proba(self.features_.transform(X)), 0.0, None)
+        out[:, self.present_] = p
+        return out / out.sum(axis=1, keepdims=True)
+
+    def predict(self, X) -> np.ndarray:
+        return self.predict_proba(X).argmax(axis=1)
+
+    def _summary_extra(self) -> dict:
+        return {}
+
+    def summary_(self) -> dict:
+        check_is_fitted(self)
+        return {
+            "learner": self._name,
+            "params": {k: v for k, v in self.get_params().items()},
+            "features": self.features_.summary(),
+            "n_runs": int(self.n_runs_),
+            "classes_present": self.present_.tolist(),
+            "run_weights": [round(float(w), 6) for w in self.run_weights_],
+            **self._summary_extra(),
+        }
+
+
+def _balanced(y: np.ndarray, class_weight) -> np.ndarray | None:
+    return None if class_weight is None else compute_sample_weight(class_weight, y)
+
+
+def _r(a) -> list:
+    return np.round(np.asarray(a, dtype=np.float64), 6).tolist()
+
+
+# --------------------------------------------------------------------------------------------
+# vote
+
+
+class VoteLearner(ClassifierMixin, BaseEstimator):
+    """Mean of the runs' softmax probabilities: no parameters learned."""
+
+    _name = "vote"
+
+    def __init__(self, n_classes: int | None = None):
+        self.n_classes = n_classes
+
+    def fit(self, X, y):
+        X, y = validate_data(self, X, y, dtype=np.float64)
+        y, c = _check_y(y, self.n_classes)
+        self.n_runs_ = split_runs(X, c).shape[1]
+        self.n_classes_, self.classes_ = c, np.arange(c)
+        self.run_weights_ = np.full(self.n_runs_, 1.0 / self.n_runs_)
+        return self
+
+    def predict_proba(self, X) -> np.ndarray:
+        check_is_fitted(self)
+        X = validate_data(self, X, dtype=np.float64, reset=False)
+        return softmax(split_runs(X, self.n_classes_), axis=2).mean(axis=1)
+
+    def predict(self, X) -> np.ndarray:
+        return self.predict_proba(X).argmax(axis=1)
+
+    def summary_(self) -> dict:
+        check_is_fitted(self)
+        return {"learner": "vote", "params": self.get_params(), "features": "softmax mean",
+                "n_runs": int(self.n_runs_), "run_weights": _r(self.run_weights_)}  # fmt: skip
+
+
+# --------------------------------------------------------------------------------------------
+# lr
+
+
+class LRLearner(_MetaLearner):
+    """Multinomial logistic regression (lbfgs) on per-run (log-)probabilities."""
+
+    _name = "lr"
+
+    def __init__(
+        self,
+        n_classes: int | None = None,
+        features: str = LR["features"],
+        temperature: bool = LR["temperature"],
+        combine: str = LR["combine"],
+        C: float = LR["C"],
+        standardize: bool = LR["standardize"],
+        class_weight: str | None = LR["class_weight"],
+        max_iter: int = LR["max_iter"],
+        tol: float = LR["tol"],
+    ):
+        self.n_classes = n_classes
+        self.features = features
+        self.temperature = temperature
+        self.combine = combine
+        self.C = C
+        self.standardize = standardize
+        self.class_weight = class_weight
+        self.max_iter = max_iter
+        self.tol = tol
+
+    def _fit_model(self, Z, y, n_present):
+        from sklearn.linear_model import LogisticRegression
+        from sklearn.preprocessing import StandardScaler
+
+        self.scaler_ = StandardScaler().fit(Z) if self.standardize else None
+        lr = LogisticRegression(
+            C=self.C, class_weight=self.class_weight, max_iter=self.max_iter, tol=self.tol
+        )
+        self.model_ = lr.fit(self._scale(Z), y)
+
+    def _scale(self, Z):
+        return Z if self.scaler_ is None else self.scaler_.transform(Z)
+
+    def _model_proba(self, Z):
+        return self.model_.predict_proba(self._scale(Z))
+
+    def _column_importance(self):
+        return np.sqrt((self.model_.coef_**2).sum(axis=0))
+
+    def _summary_extra(self):
+        return (
+            {"coef": _r(self.model_.coef_), "intercept": _r(self.model_.intercept_)}
+            if (self.model_ is not None)
+            else {}
+        )
+
+
+# --------------------------------------------------------------------------------------------
+# knn
+
+
+class KNNLearner(_MetaLearner):
+    """Distance-weighted k nearest neighbours on per-run probabilities."""
+
+    _name = "knn"
+
+    def __init__(
+        self,
+        n_classes: int | None = None,
+        features: str = KNN["features"],
+        temperature: bool = KNN["temperature"],
+        combine: str = KNN["combine"],
+        n_neighbors: int = KNN["n_neighbors"],
+        weights: str = KNN["weights"],
+        n_jobs: int | None = N_JOBS,
+    ):
+        self.n_classes = n_classes
+        self.features = features
+        self.temperature = temperature
+        self.combine = combine
+        self.n_neighbors = n_neighbors
+        self.weights = weights
+        self.n_jobs = n_jobs
+
+    def _fit_model(self, Z, y, n_present):
+        from sklearn.neighbors import KNeighborsClassifier
+
+        k = max(1, min(self.n_neighbors, len(Z)))
+        self.model_ = KNeighborsClassifier(k, weights=self.weights, n_jobs=self.n_jobs).fit(Z, y)
+
+
+# --------------------------------------------------------------------------------------------
+# svm
+
+
+class SVMLearner(_MetaLearner):
+    """RBF-kernel SVM, approximately: a Nystroem feature map then a linear SVM (one-vs-rest
+    squared hinge). Probabilities: softmax of the margins divided by a temperature fitted on the
+    training rows (by log loss), which keeps the argmax and makes the scores a distribution."""
+
+    _name = "svm"
+
+    def __init__(
+        self,
+        n_classes: int | None = None,
+        features: str = SVM["features"],
+        temperature: bool = SVM["temperature"],
+        combine: str = SVM["combine"],
+        C: float = SVM["C"],
+        gamma: float | None = SVM["gamma"],
+        n_components: int = SVM["n_components"],
+        class_weight: str | None = SVM["class_weight"],
+        random_state: int | None = SEED,
+    ):
+        self.n_classes = n_classes
+        self.features = features
+        self.temperature = temperature
+        self.combine = combine
+        self.C = C
+        self.gamma = gamma
+        self.n_components = n_components
+        self.class_weight = class_weight
+        self.random_state = random_state
+
+    def _fit_model(self, Z, y, n_present):
+        from sklearn.kernel_approximation import Nystroem
+        from sklearn.preprocessing import StandardScaler
+        from sklearn.svm import LinearSVC
+
+        self.scaler_ = StandardScaler().fit(Z)
+        Zs = self.scaler_.transform(Z)
+        gamma = 1.0 / Zs.shape[1] if self.gamma is None else self.gamma  # SVC's "scale"
+        k = min(self.n_components, len(Z))
+        self.map_ = Nystroem(gamma=gamma, n_components=k, random_state=self.random_state).fit(Zs)
+        svc = LinearSVC(C=self.C, class_weight=self.class_weight, random_state=self.random_state)
+        self.model_ = svc.fit(self.map_.transform(Zs), y)
+        self.margin_temperature_ = fit_temperature(self._margins(Z), y)
+
+    def _margins(self, Z):
+        m = self.model_.decision_function(self.map_.transform(self.scaler_.transform(Z)))
+        return np.column_stack([-m, m]) if m.ndim == 1 else m  # binary: one margin
+
+    def _model_proba(self, Z):
+        return np.exp(log_softmax(self._margins(Z) / self.margin_temperature_, axis=1))
+
+    def _summary_extra(self):
+        if self.model_ is None:
+            return {}
+        return {"margin_temperature": round(float(self.margin_temperature_), 6),
+                "n_components": int(self.map_.n_components)}  # fmt: skip
+
+
+# --------------------------------------------------------------------------------------------
+# rf
+
+
+class RFLearner(_MetaLearner):
+    """Random forest on subsampled rows; run weights are impurity importances summed per run."""
+
+    _name = "rf"
+
+    def __init__(
+        self,
+        n_classes: int | None = None,
+        features: str = RF["features"],
+        temperature: bool = RF["temperature"],
+        combine: str = RF["combine"],
+        n_estimators: int = RF["n_estimators"],
+        max_samples: float | None = RF["max_samples"],
+        min_samples_leaf: int = RF["min_samples_leaf"],
+        max_features: str | float | None = RF["max_features"],
+        class_weight: str | None = RF["class_weight"],
+        n_jobs: int | None = N_JOBS,
+        random_state: int | None = SEED,
+    ):
+        self.n_classes = n_classes
+        self.features = features
+        self.temperature = temperature
+        self.combine = combine
+        self.n_estimators = n_estimators
+        self.max_samples = max_samples
+        self.min_samples_leaf = min_samples_leaf
+        self.max_features = max_features
+        self.class_weight = class_weight
+        self.n_jobs = n_jobs
+        self.random_state = random_state
+
+    def _fit_model(self, Z, y, n_present):
+        from sklearn.ensemble import RandomForestClassifier
+
+        self.model_ = RandomForestClassifier(
+            n_estimators=self.n_estimators,
+            max_samples=self.max_samples,
+            min_samples_leaf=self.min_samples_leaf,
+            max_features=self.max_features,
+            class_weight=self.class_weight,
+            n_jobs=self.n_jobs,
+            random_state=self.random_state,
+        ).fit(Z, y)
+
+    def _column_importance(self):
+        return self.model_.feature_importances_
+
+    def _summary_extra(self):
+        return {} if self.model_ is None else {"importances": _r(self.model_.feature_importances_)}
+
+
+# --------------------------------------------------------------------------------------------
+# xgboost
+
+
+class XGBLearner(_MetaLearner):
+    """Gradient-boosted trees (xgboost ``hist``); run weights are gain importances per run."""
+
+    _name = "xgboost"
+
+    def __init__(
+        self,
+        n_classes: int | None = None,
+        features: str = XGB["features"],
+        temperature: bool = XGB["temperature"],
+        combine: str = XGB["combine"],
+        n_estimators: int = XGB["n_estimators"],
+        max_depth: int = XGB["max_depth"],
+        learning_rate: float = XGB["learning_rate"],
+        subsample: float = XGB["subsample"],
+        colsample_bytree: float = XGB["colsample_bytree"],
+        min_child_weight: float = XGB["min_child_weight"],
+        reg_lambda: float = XGB["reg_lambda"],
+        max_bin: int = XGB["max_bin"],
+        class_weight: str | None = XGB["class_weight"],
+        n_jobs: int | None = N_JOBS,
+        random_state: int | None = SEED,
+    ):
+        self.n_classes = n_classes
+        self.features = features
+        self.temperature = temperature
+        self.combine = combine
+        self.n_estimators = n_estimators
+        self.max_depth = max_depth
+        self.learning_rate = learning_rate
+        self.subsample = subsample
+        self.colsample_bytree = colsample_bytree
+        self.min_child_weight = min_child_weight
+        self.reg_lambda = reg_lambda
+        self.max_bin = max_bin
+        self.class_weight = class_weight
+        self.n_jobs = n_jobs
+        self.random_state = random_state
+
+    def _fit_model(self, Z, y, n_present):
+        from xgboost import XGBClassifier
+
+        self.model_ = XGBClassifier(
+            n_estimators=self.n_estimators,
+            max_depth=self.max_depth,
+            learning_rate=self.learning_rate,
+            subsample=self.subsample,
+            colsample_bytree=self.colsample_bytree,
+            min_child_weight=self.min_child_weight,
+            reg_lambda=self.reg_lambda,
+            max_bin=self.max_bin,
+            tree_method="hist",
+            n_jobs=self.n_jobs,
+            random_state=self.random_state,
+        ).fit(Z, y, sample_weight=_balanced(y, self.class_weight))
+
+    def _column_importance(self):
+        return np.nan_to_num(self.model_.feature_importances_)
+
+    def _summary_extra(self):
+        return {} if self.model_ is None else {"importances": _r(self._column_importance())}
+
+
+# --------------------------------------------------------------------------------------------
+# registry
+
+
+def _classes() -> dict[str, type]:
+    reg = {"vote": VoteLearner, "lr": LRLearner, "knn": KNNLearner, "svm": SVMLearner,
+           "rf": RFLearner, "xgboost": XGBLearner}  # fmt: skip
+    try:  # written alongside this module; imported late so meta works without it
+        from stackkit.selection import CaruanaSelection
+    except ImportError:
+        log.debug("stackkit.selection is not available: no caruana learner")
+    else:
+        reg["caruana"] = CaruanaSelection
+    return reg
+
+
+def make_learner(
+    name: str, n_classes: int, params: dict | None = None, n_jobs: int | None = None
+) -> BaseEstimator:
+    """An unfitted meta learner ``name`` for ``n_classes`` classes, defaults overridden by
+    ``params``; ``n_jobs`` (when given) goes to the learners that take it."""
+    classes = _classes()
+    if name not in classes:
+        known = [n for n in SIMPLICITY if n in classes]
+        why = " (stackkit.selection is not importable)" if name in SIMPLICITY else ""
+        raise StackkitError(f"unknown meta learner {name!r}{why} (known: {', '.join(known)})")
+    est = classes[name](n_classes=n_classes)
+    valid = est.get_params(deep=False)
+    params = dict(params or {})
+    for key in params:
+        if key not in valid or key == "n_classes":
+            known = ", ".join(k for k in valid if k != "n_classes")
+            raise StackkitError(
+                f"--param {name}.{key}: {name} has no parameter {key!r} (known: {known})"
+            )
+    if n_jobs is not None and "n_jobs" in valid and "n_jobs" not in params:
+        params["n_jobs"] = n_jobs
+    return est.set_params(**params)
+
+
+def _value(text: str):
+    low = text.strip().lower()
+    if low in ("true", "false"):
+        return low == "true"
+    if low in ("none", "null"):
+        return None
+    for cast in (int, float):
+        try:
+            return cast(text)
+        except ValueError:
+            pass
+    return text.strip()
+
+
+def parse_params(items: list[str]) -> dict[str, dict]:
+    """``["rf.n_estimators=300", "lr.C=0.5"]`` -> ``{"rf": {"n_estimators": 300}, "lr": {"C": 0.5}}``.
+
+    Values become int, float, bool (true/false), None (none), else str. Parameter names are
+    checked by :func:`make_learner`; here only the form and the learner name.
+    """
+    out: dict[str, dict] = {}
+    for item in items:
+        head, eq, value = item.partition("=")
+        learner, dot, key = head.strip().partition(".")
+        if not eq or not dot or not learner or not key.strip() or not value.strip():
+            raise StackkitError(
+                f"--param {item!r}: expected LEARNER.NAME=VALUE, e.g. rf.n_estimators=300"
+            )
+        if learner not in SIMPLICITY:
+            raise StackkitError(
+                f"--param {item!r}: unknown meta learner {learner!r} (known: {', '.join(SIMPLICITY)})"
+            )
+        out.setdefault(learner, {})[key.strip()] = _value(value)
+    return out

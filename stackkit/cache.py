@@ -8,10 +8,12 @@ never be answered from a stale entry; joblib also invalidates entries when the c
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 from pathlib import Path
 
+import pandas as pd
 from joblib import Memory
 
 from stackkit import __version__
@@ -29,9 +31,16 @@ def memory(enabled: bool = True) -> Memory:
 
 
 def inputs_key(runset: RunSet) -> dict:
-    """What identifies a set of inputs: the folds and each run's content."""
+    """What identifies a set of inputs: the folds and each run's content.
+
+    The contract's folds hash covers only ``sample_id,fold``; cached arrays also depend on the
+    row order and the labels (a moved age boundary changes them), so those are hashed too.
+    """
+    f = runset.folds.frame
+    rows = pd.util.hash_pandas_object(f[["sample_id", "label", "fold"]], index=False)
     return {
         "folds_hash": runset.folds.hash,
+        "rows": hashlib.sha256(rows.to_numpy().tobytes()).hexdigest(),
         "runs": [[n, runset.hashes[n]] for n in runset.names],
         "stackkit": __version__,
     }

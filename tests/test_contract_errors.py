@@ -95,7 +95,7 @@ def inf_logit(s):
     _rewrite(s.run_dir("run02") / "test.parquet", f)
 
 
-def test_ids_differ(s):
+def other_test_ids(s):
     def f(d):
         d = d.copy()
         d.loc[d["sample_id"] == d["sample_id"].iloc[0], "sample_id"] = "other.jpg"
@@ -104,7 +104,7 @@ def test_ids_differ(s):
     _rewrite(s.run_dir("run02") / "test.parquet", f)
 
 
-def test_fold_missing(s):
+def missing_test_fold(s):
     _rewrite(s.run_dir("run01") / "test.parquet", lambda d: d.drop(index=[d.index[-1]]))
 
 
@@ -147,8 +147,8 @@ CASES = [
     (class_names, [], ["run 'run01'", "run.json", "class 2", "'renamed'"]),
     (nan_logit, [], ["run 'run01'", "oof.parquet", "row 11", "logit_4", "finite"]),
     (inf_logit, [], ["run 'run02'", "test.parquet", "row 0", "logit_0", "finite"]),
-    (test_ids_differ, [], ["run 'run02'", "test.parquet", "'other.jpg'", "test ids"]),
-    (test_fold_missing, [], ["run 'run01'", "test.parquet", "lacks rows for fold(s) [4]"]),
+    (other_test_ids, [], ["run 'run02'", "test.parquet", "'other.jpg'", "test ids"]),
+    (missing_test_fold, [], ["run 'run01'", "test.parquet", "lacks rows for fold(s) [4]"]),
     (group_straddles, [], ["folds.parquet", "row 0", "straddles folds"]),
     (not_parquet, [], ["run 'run01'", "oof.parquet", "not a readable parquet file"]),
     (truncated, [], ["run 'run00'", "test.parquet", "not a readable parquet file"]),

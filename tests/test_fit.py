@@ -1,0 +1,182 @@
+"""`stackkit fit` and `stackkit leaderboard`: honest CV, the contract's outputs, invariances."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+from sklearn.metrics import f1_score
+from sklearn.model_selection import PredefinedSplit, cross_val_predict
+from typer.testing import CliRunner
+
+from stackkit import stacking
+from stackkit.cli import app
+from stackkit.fit import fit_ensemble
+from stackkit.leaderboard import leaderboard
+from stackkit.stacking import CVResult, choose
+from stackkit.store import Store
+
+
+@pytest.fixture(autouse=True)
+def _cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("STACKKIT_CACHE", str(tmp_path / "cache"))
+
+
+def _read(path):
+    return pd.read_parquet(path)
+
+
+def test_fit_writes_the_contract(store):
+    res = fit_ensemble(store, meta="vote,lr", name="e1")
+    d = store.ensemble_dir("e1")
+    assert sorted(p.name for p in d.iterdir()) == sorted(
+        ["oof_proba.parquet", "test_proba.parquet", "submission.csv", "leaderboard.json",
+         "ensemble.json"]
+    )  # fmt: skip
+    folds = store.read_folds()
+    oof = _read(d / "oof_proba.parquet")
+    assert list(oof["sample_id"]) == list(folds.frame["sample_id"])
+    p = oof.filter(like="prob_").to_numpy()
+    assert p.dtype == np.float32 and p.shape == (len(folds.frame), 18)
+    np.testing.assert_allclose(p.sum(1), 1.0, atol=1e-5)
+    test = _read(d / "test_proba.parquet")
+    assert sorted(test["sample_id"]) == sorted(res.runset.test_ids) and test["sample_id"].is_unique
+    board = json.loads((d / "leaderboard.json").read_text())
+    assert board["selected"] == res.selected.meta and board["bias_tuned"] is False
+    assert [c["meta"] for c in board["candidates"]] == ["vote", "lr"]
+    for c in board["candidates"]:
+        assert set(c) == {"meta", "cv_macro_f1", "cv_macro_f1_std", "cv_accuracy", "cv_log_loss",
+                          "seconds"}  # fmt: skip
+    # cv_macro_f1 is sklearn's f1_score on the whole OOF vector of the selected candidate
+    y = folds.labels
+    expected = f1_score(y, p.argmax(1), average="macro", labels=range(18), zero_division=0)
+    sel = next(c for c in board["candidates"] if c["meta"] == board["selected"])
+    assert sel["cv_macro_f1"] == pytest.approx(expected, abs=1e-9)
+    per_fold = [
+        f1_score(y[folds.fold_ids == k], p.argmax(1)[folds.fold_ids == k], average="macro",
+                 labels=range(18), zero_division=0) for k in range(5)
+    ]  # fmt: skip
+    assert sel["cv_macro_f1_std"] == pytest.approx(np.std(per_fold), abs=1e-9)
+    ens = json.loads((d / "ensemble.json").read_text())
+    assert ens["inputs"]["folds_hash"] == folds.hash
+    assert [r["run"] for r in ens["inputs"]["runs"]] == ["run00", "run01", "run02"]
+    sub = pd.read_csv(d / "submission.csv")
+    assert list(sub.columns) == ["sample_id", "label"]
+    np.testing.assert_array_equal(
+        sub.set_index("sample_id").loc[test["sample_id"], "label"],
+        test.filter(like="prob_").to_numpy().argmax(1),
+    )
+
+
+def test_meta_cv_is_predefined_split_over_the_stored_folds(store):
+    from stackkit.meta import make_learner
+
+    rs = store.load_runs(None, store.read_folds())
+    X, y, f = stacking.features(rs), rs.folds.labels, rs.folds.fold_ids
+    est = make_learner("lr", n_classes=18)
+    ours = stacking.cross_val_proba(est, X, y, f, 18)
+    ref = cross_val_predict(est, X, y, cv=PredefinedSplit(f), method="predict_proba")
+    np.testing.assert_allclose(ours, ref, atol=1e-10)
+
+
+def test_choose_ties_go_to_the_simpler():
+    def r(m, f1):
+        return CVResult(m, np.zeros((1, 2)), {"macro_f1": f1}, 0.0)
+
+    assert choose([r("xgboost", 0.7), r("lr", 0.7), r("rf", 0.69)]).meta == "lr"
+    assert choose([r("xgboost", 0.71), r("vote", 0.7)]).meta == "xgboost"
+
+
+def test_run_order_and_row_order_change_nothing(store, small_case, tmp_path):
+    a = fit_ensemble(store, meta="vote,lr,caruana", runs=["run02", "run00", "run01"], name="a")
+    other = Store(tmp_path / "shuffled")
+    f = small_case.folds
+    shuffled = dataclasses.replace(f, frame=f.frame.sample(frac=1.0, random_state=5))
+    dataclasses.replace(small_case, folds=shuffled).write(other)
+    b = fit_ensemble(other, meta="vote,lr,caruana", runs=["run00", "run01", "run02"], name="a")
+    for ca, cb in zip(a.candidates, b.candidates):
+        assert ca.meta == cb.meta
+        assert ca.scores["macro_f1"] == pytest.approx(cb.scores["macro_f1"], abs=1e-9)
+    pa = _read(store.ensemble_dir("a") / "oof_proba.parquet").set_index("sample_id").sort_index()
+    pb = _read(other.ensemble_dir("a") / "oof_proba.parquet").set_index("sample_id").sort_index()
+    np.testing.assert_allclose(pa.to_numpy(), pb.to_numpy(), atol=1e-5)
+    np.testing.assert_allclose(a.test_proba, b.test_proba, atol=1e-6)
+
+
+def test_tune_bias_is_honest_and_recorded(store):
+    res = fit_ensemble(store, meta="vote", name="tb", tune_bias=True)
+    board = json.loads((store.ensemble_dir("tb") / "leaderboard.json").read_text())
+    assert board["bias_tuned"] is True
+    ens = json.loads((store.ensemble_dir("tb") / "ensemble.json").read_text())
+    assert len(ens["bias_offsets"]) == 18
+    oof = _read(store.ensemble_dir("tb") / "oof_proba.parquet").filter(like="prob_").to_numpy()
+    y = store.read_folds().labels
+    assert ens["scores"]["final_oof_macro_f1"] == pytest.approx(
+        f1_score(y, oof.argmax(1), average="macro", labels=range(18), zero_division=0), abs=1e-9
+    )
+    # the written OOF is the in-CV shifted one, not the candidate's raw OOF
+    assert res.final_scores["macro_f1"] != res.selected.scores["macro_f1"] or np.allclose(
+        res.bias_offsets, 0
+    )
+
+
+def test_submission_follows_info_csv_for_the_mask_layout(store, small_case, tmp_path):
+    data = tmp_path / "data"
+    (data / "eval").mkdir(parents=True)
+    ids = list(small_case.test["run00"]["sample_id"].unique())[::-1]
+    pd.DataFrame({"ImageID": ids, "ans": 0}).to_csv(data / "eval" / "info.csv", index=False)
+    f = small_case.folds
+    folds = dataclasses.replace(f, meta={**f.meta, "data": {"layout": "mask", "root": str(data)}})
+    store.write_folds(folds, force=True)
+    fit_ensemble(store, meta="vote", name="mask")
+    sub = pd.read_csv(store.ensemble_dir("mask") / "submission.csv")
+    assert list(sub.columns) == ["ImageID", "ans"] and list(sub["ImageID"]) == ids
+
+
+def test_cli_fit_prints_table(store):
+    result = CliRunner().invoke(
+        app, ["fit", "--meta", "vote,lr", "--name", "cli", "--artifacts", str(store.root)]
+    )
+    assert result.exit_code == 0, result.output
+    assert "CV macro-F1" in result.stdout and "<- picked" in result.stdout
+    assert "wrote" in result.stdout
+
+
+def test_bad_param_is_refused_before_work(store):
+    result = CliRunner().invoke(
+        app, ["fit", "--meta", "rf", "--param", "rf.n_estimatorz=3", "--artifacts", str(store.root)]
+    )
+    assert result.exit_code == 1
+    assert "n_estimatorz" in result.stderr
+
+
+def test_leaderboard_is_cached(store, monkeypatch):
+    first = leaderboard(store, meta="vote,lr")
+    assert {r["run"] for r in first.runs} == {"run00", "run01", "run02"}
+    assert all("loro_delta" in r for r in first.runs)
+    calls = []
+    real = stacking.cross_val_meta
+    monkeypatch.setattr(
+        stacking, "cross_val_meta", lambda *a, **k: calls.append(a) or real(*a, **k)
+    )
+    second = leaderboard(store, meta="vote,lr")
+    assert calls == []  # every CV answered from the cache
+    assert [c.scores for c in second.candidates] == [c.scores for c in first.candidates]
+
+
+def test_leaderboard_cli(store):
+    result = CliRunner().invoke(app, ["leaderboard", "--meta", "vote,lr",
+                                      "--artifacts", str(store.root)])  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert "run00" in result.stdout and "meta candidates" in result.stdout
+
+
+def test_nested_estimate(store):
+    res = fit_ensemble(store, meta="vote,lr", name="n", nested=True)
+    assert 0.0 <= res.nested_macro_f1 <= 1.0
+    assert len(res.nested_picks) == 5 and set(res.nested_picks) <= {"vote", "lr"}
+    board = json.loads((store.ensemble_dir("n") / "leaderboard.json").read_text())
+    assert board["nested_macro_f1"] == pytest.approx(res.nested_macro_f1)

@@ -1,5 +1,13 @@
-"""``python -m base_models``: a thin command line over :func:`base_models.train`.
+"""``python -m base_models``: thin command lines over :mod:`base_models.runner`.
 
+    python -m base_models --model M [--model M2 …] --data D [--engine local|ray] [options]
+    python -m base_models prepare  --model M --data D [options]   # decode the image cache once
+    python -m base_models run-fold --model M --fold K --data D [options]   # one fold job
+    python -m base_models assemble --model M --data D [options]   # the run, from its shards
+
+The first trains every fold (``app``); the others (``jobs_app``) are the pieces a scheduler
+(a SLURM array, a Kubernetes indexed job) runs one at a time; ``__main__`` picks by the first
+word. Every training option changes the config hash, so give each piece the same ones.
 Logging is configured here only; an expected failure prints ``error: …`` and exits 1.
 """
 
@@ -12,83 +20,227 @@ from typing import Annotated, Optional
 
 import typer
 
-from stackkit.cli import ArtifactsOpt
+from stackkit.cli import ArtifactsOpt, expected_errors
 from stackkit.errors import StackkitError
 
 app = typer.Typer(add_completion=False, pretty_exceptions_enable=False)
+jobs_app = typer.Typer(
+    add_completion=False, pretty_exceptions_enable=False, no_args_is_help=True,
+    help="One piece of a run at a time: for schedulers that run each fold as its own job.",
+)  # fmt: skip
+JOB_COMMANDS = ("prepare", "run-fold", "assemble")
 
 Opt = Optional
 
+ModelOpt = Annotated[str, typer.Option("--model", help="timm model name, e.g. resnet18.")]
+DataOpt = Annotated[Path, typer.Option("--data", help="Data folder (mask or manifest layout).")]
+RunOpt = Annotated[Opt[str], typer.Option("--run", help="Run name (default: the model).")]
+EpochsOpt = Annotated[Opt[int], typer.Option("--epochs", help="Epochs per fold.")]
+ImgSizeOpt = Annotated[Opt[str], typer.Option("--img-size", help="Input size HxW, e.g. 512x384.")]
+BatchOpt = Annotated[Opt[int], typer.Option("--batch", help="Training batch size.")]
+LrOpt = Annotated[Opt[float], typer.Option("--lr", help="Peak learning rate.")]
+PretrainedOpt = Annotated[
+    Opt[Path], typer.Option("--pretrained", help="Local state dict to start from.")
+]
+PseudoOpt = Annotated[
+    Opt[str], typer.Option("--pseudo", help="Pseudo-label set to add to training.")
+]
+DeviceOpt = Annotated[
+    Opt[str], typer.Option("--device", help="cpu, cuda, cuda:1 (default: cuda if present).")
+]
+WorkersOpt = Annotated[
+    Opt[int], typer.Option("--workers", help="Loader processes (default: by device).")
+]
+ThreadsOpt = Annotated[
+    Opt[int], typer.Option("--threads", help="CPU threads (default: all cores).")
+]
+SkipBadOpt = Annotated[bool, typer.Option("--skip-bad-images", help="Skip unreadable images.")]
+LabelFixOpt = Annotated[
+    Opt[Path], typer.Option("--label-fix", help="Mask layout: label corrections CSV.")
+]
+AgeBoundaryOpt = Annotated[
+    Opt[int], typer.Option("--age-boundary", help="Mask layout: first age of 60+ class.")
+]
+SeedOpt = Annotated[Opt[int], typer.Option("--seed", help="Training seed (default 42).")]
+ForceOpt = Annotated[bool, typer.Option("--force", help="Redo finished folds / replace a run.")]
+VerboseOpt = Annotated[bool, typer.Option("--verbose", "-v", help="Log per-epoch detail.")]
 
-@app.command()
-def main_command(
-    model: Annotated[str, typer.Option("--model", help="timm model name, e.g. resnet18.")],
-    data: Annotated[Path, typer.Option("--data", help="Data folder (mask or manifest layout).")],
-    artifacts: ArtifactsOpt = None,
-    run: Annotated[Opt[str], typer.Option("--run", help="Run name (default: the model).")] = None,
-    epochs: Annotated[Opt[int], typer.Option("--epochs", help="Epochs per fold.")] = None,
-    img_size: Annotated[
-        Opt[str], typer.Option("--img-size", help="Input size HxW, e.g. 512x384.")
-    ] = None,
-    batch: Annotated[Opt[int], typer.Option("--batch", help="Training batch size.")] = None,
-    lr: Annotated[Opt[float], typer.Option("--lr", help="Peak learning rate.")] = None,
-    pretrained: Annotated[
-        Opt[Path], typer.Option("--pretrained", help="Local state dict to start from.")
-    ] = None,
-    pseudo: Annotated[
-        Opt[str], typer.Option("--pseudo", help="Pseudo-label set to add to training.")
-    ] = None,
-    folds: Annotated[
-        Opt[str], typer.Option("--folds", help="Folds to train now, e.g. 0,1 (default all).")
-    ] = None,
-    device: Annotated[
-        Opt[str], typer.Option("--device", help="cpu, cuda, cuda:1 (default: cuda if present).")
-    ] = None,
-    workers: Annotated[
-        Opt[int], typer.Option("--workers", help="Loader processes (default: by device).")
-    ] = None,
-    threads: Annotated[
-        Opt[int], typer.Option("--threads", help="CPU threads (default: all cores).")
-    ] = None,
-    skip_bad_images: Annotated[
-        bool, typer.Option("--skip-bad-images", help="Skip unreadable images.")
-    ] = False,
-    label_fix: Annotated[
-        Opt[Path], typer.Option("--label-fix", help="Mask layout: label corrections CSV.")
-    ] = None,
-    age_boundary: Annotated[
-        Opt[int], typer.Option("--age-boundary", help="Mask layout: first age of 60+ class.")
-    ] = None,
-    seed: Annotated[Opt[int], typer.Option("--seed", help="Training seed (default 42).")] = None,
-    force: Annotated[
-        bool, typer.Option("--force", help="Redo finished folds / replace a run.")
-    ] = False,
-    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log per-epoch detail.")] = False,
-) -> None:
-    """Train a timm backbone on every fold of folds.parquet and write its run."""
+
+def _logging(verbose: bool) -> None:
     logging.basicConfig(
         level=logging.DEBUG if verbose else logging.INFO,
         format="%(levelname).1s %(name)s: %(message)s", stream=sys.stderr, force=True,
     )  # fmt: skip
-    from base_models.runner import train
 
-    try:
-        result = train(
-            model, data, artifacts=artifacts, run=run, epochs=epochs, img_size=img_size, batch=batch,
-            lr=lr, pretrained=pretrained, pseudo=pseudo, folds=folds, device=device, workers=workers,
-            threads=threads,
-            skip_bad_images=skip_bad_images, label_fix=label_fix, age_boundary=age_boundary,
-            seed=seed, force=force,
-        )  # fmt: skip
-    except StackkitError as exc:
-        typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(1) from None
-    state = "complete" if result.complete else "incomplete (more folds to train)"
-    typer.echo(
-        f"run {result.run_dir.name}: {state}; trained folds {result.trained or 'none'}, "
-        f"skipped {result.skipped or 'none'} -> {result.run_dir}"
-    )
+
+@app.command()
+@expected_errors
+def main_command(
+    model: Annotated[
+        list[str],
+        typer.Option("--model", help="timm model name, e.g. resnet18 (repeat for several)."),
+    ],
+    data: DataOpt,
+    artifacts: ArtifactsOpt = None,
+    run: RunOpt = None,
+    epochs: EpochsOpt = None,
+    img_size: ImgSizeOpt = None,
+    batch: BatchOpt = None,
+    lr: LrOpt = None,
+    pretrained: PretrainedOpt = None,
+    pseudo: PseudoOpt = None,
+    folds: Annotated[
+        Opt[str], typer.Option("--folds", help="Folds to train now, e.g. 0,1 (default all).")
+    ] = None,
+    device: DeviceOpt = None,
+    workers: WorkersOpt = None,
+    threads: ThreadsOpt = None,
+    skip_bad_images: SkipBadOpt = False,
+    label_fix: LabelFixOpt = None,
+    age_boundary: AgeBoundaryOpt = None,
+    seed: SeedOpt = None,
+    force: ForceOpt = False,
+    engine: Annotated[
+        str,
+        typer.Option("--engine", help="local (this machine, one fold after another) or ray."),
+    ] = "local",
+    cpus: Annotated[
+        int, typer.Option("--cpus", help="Ray: CPUs per fold job (its whole request without GPUs).")
+    ] = 1,
+    verbose: VerboseOpt = False,
+) -> None:
+    """Train timm backbones on every fold of folds.parquet and write their runs."""
+    _logging(verbose)
+    from stackkit.engine import check_engine
+
+    options = dict(
+        epochs=epochs, img_size=img_size, batch=batch, lr=lr, pretrained=pretrained, pseudo=pseudo,
+        folds=folds, device=device, workers=workers, threads=threads,
+        skip_bad_images=skip_bad_images, label_fix=label_fix, age_boundary=age_boundary,
+        seed=seed, force=force,
+    )  # fmt: skip
+    if check_engine(engine) == "ray":
+        from base_models.engine_ray import train_on_ray
+
+        results = train_on_ray(model, data, artifacts=artifacts, run=run, cpus=cpus, **options)
+    else:
+        if run is not None and len(model) > 1:
+            raise StackkitError("--run names one run: leave it out when training several models")
+        from base_models.runner import train
+
+        results = [train(m, data, artifacts=artifacts, run=run, **options) for m in model]
+    for result in results:
+        state = "complete" if result.complete else "incomplete (more folds to train)"
+        typer.echo(
+            f"run {result.run_dir.name}: {state}; trained folds {result.trained or 'none'}, "
+            f"skipped {result.skipped or 'none'} -> {result.run_dir}"
+        )
+
+
+@jobs_app.command("run-fold")
+@expected_errors
+def run_fold_command(
+    model: ModelOpt,
+    fold: Annotated[int, typer.Option("--fold", help="The fold to train (0 … K-1).")],
+    data: DataOpt,
+    artifacts: ArtifactsOpt = None,
+    run: RunOpt = None,
+    epochs: EpochsOpt = None,
+    img_size: ImgSizeOpt = None,
+    batch: BatchOpt = None,
+    lr: LrOpt = None,
+    pretrained: PretrainedOpt = None,
+    pseudo: PseudoOpt = None,
+    device: DeviceOpt = None,
+    workers: WorkersOpt = None,
+    threads: ThreadsOpt = None,
+    skip_bad_images: SkipBadOpt = False,
+    label_fix: LabelFixOpt = None,
+    age_boundary: AgeBoundaryOpt = None,
+    seed: SeedOpt = None,
+    force: ForceOpt = False,
+    verbose: VerboseOpt = False,
+) -> None:
+    """One fold job: train fold K and commit its shard (skipped if committed with this config)."""
+    _logging(verbose)
+    from base_models.runner import run_fold
+
+    res = run_fold(
+        model, data, fold, artifacts=artifacts, run=run, force=force, epochs=epochs,
+        img_size=img_size, batch=batch, lr=lr, pretrained=pretrained, pseudo=pseudo,
+        device=device, workers=workers, threads=threads, skip_bad_images=skip_bad_images,
+        label_fix=label_fix, age_boundary=age_boundary, seed=seed,
+    )  # fmt: skip
+    state = "trained and committed" if res.trained else "already committed, skipped"
+    typer.echo(f"run {res.run_dir.name} fold {res.fold}: {state} (config {res.config_hash})")
+
+
+@jobs_app.command("prepare")
+@expected_errors
+def prepare_command(
+    model: ModelOpt,
+    data: DataOpt,
+    artifacts: ArtifactsOpt = None,
+    run: RunOpt = None,
+    epochs: EpochsOpt = None,
+    img_size: ImgSizeOpt = None,
+    batch: BatchOpt = None,
+    lr: LrOpt = None,
+    pretrained: PretrainedOpt = None,
+    pseudo: PseudoOpt = None,
+    threads: ThreadsOpt = None,
+    skip_bad_images: SkipBadOpt = False,
+    label_fix: LabelFixOpt = None,
+    age_boundary: AgeBoundaryOpt = None,
+    seed: SeedOpt = None,
+    verbose: VerboseOpt = False,
+) -> None:
+    """Decode the run's image cache once, before its fold jobs start (optional)."""
+    _logging(verbose)
+    from base_models.runner import prepare
+
+    h = prepare(
+        model, data, artifacts=artifacts, run=run, epochs=epochs, img_size=img_size, batch=batch,
+        lr=lr, pretrained=pretrained, pseudo=pseudo, device="cpu", threads=threads,
+        skip_bad_images=skip_bad_images, label_fix=label_fix, age_boundary=age_boundary, seed=seed,
+    )  # fmt: skip
+    typer.echo(f"run {run or model.replace('/', '_')}: image cache ready (config {h})")
+
+
+@jobs_app.command("assemble")
+@expected_errors
+def assemble_command(
+    model: ModelOpt,
+    data: DataOpt,
+    artifacts: ArtifactsOpt = None,
+    run: RunOpt = None,
+    epochs: EpochsOpt = None,
+    img_size: ImgSizeOpt = None,
+    batch: BatchOpt = None,
+    lr: LrOpt = None,
+    pretrained: PretrainedOpt = None,
+    pseudo: PseudoOpt = None,
+    skip_bad_images: SkipBadOpt = False,
+    label_fix: LabelFixOpt = None,
+    age_boundary: AgeBoundaryOpt = None,
+    seed: SeedOpt = None,
+    force: ForceOpt = False,
+    verbose: VerboseOpt = False,
+) -> None:
+    """Write the run from its committed shards, validated; refuses while a fold is missing."""
+    _logging(verbose)
+    from base_models.runner import assemble
+
+    res = assemble(
+        model, data, artifacts=artifacts, run=run, force=force, epochs=epochs, img_size=img_size,
+        batch=batch, lr=lr, pretrained=pretrained, pseudo=pseudo, device="cpu",
+        skip_bad_images=skip_bad_images, label_fix=label_fix, age_boundary=age_boundary, seed=seed,
+    )  # fmt: skip
+    typer.echo(f"run {res.run_dir.name}: complete -> {res.run_dir}")
 
 
 def main() -> None:
-    app()
+    if len(sys.argv) > 1 and sys.argv[1] in JOB_COMMANDS:
+        jobs_app()
+    else:
+        app()

@@ -68,6 +68,14 @@ class RunResult:
 
 
 @dataclass
+class FoldResult:
+    run_dir: Path
+    fold: int
+    config_hash: str
+    trained: bool  # False: a shard with this config hash was already committed
+
+
+@dataclass
 class Job:
     """Everything one call resolved before training starts."""
 
@@ -82,6 +90,9 @@ class Job:
     pretrained: dict | None
     run_dir: Path
     hash: str
+    run: str = ""
+    resolved: dict | None = None  # what run.json records as "config"
+    skip_bad: bool = False
 
 
 def train(
@@ -106,6 +117,47 @@ def train(
     force: bool = False,
 ) -> RunResult:
     """Train ``model`` on the requested folds (all by default); write the run when all are done."""
+    store, job = resolve_job(
+        model, data, artifacts, run, epochs=epochs, img_size=img_size, batch=batch, lr=lr,
+        pretrained=pretrained, pseudo=pseudo, device=device, workers=workers, threads=threads,
+        skip_bad_images=skip_bad_images, label_fix=label_fix, age_boundary=age_boundary, seed=seed,
+    )  # fmt: skip
+    n_folds = job.folds.n_folds
+    wanted = _parse_folds(folds, n_folds)
+    if _already_complete(job, force):
+        return RunResult(job.run_dir, True, [], list(range(n_folds)))
+    result = _train_folds(job, wanted, force)
+    if all(shards.finished(job.run_dir, k, job.hash) for k in range(n_folds)):
+        _write_run(store, job.run, job, job.resolved)
+        shutil.rmtree(job.run_dir / "cache", ignore_errors=True)
+        result.complete = True
+    else:
+        log.info(
+            "run %s: folds %s finished; the run is written once every fold is", job.run, _done(job)
+        )
+    return result
+
+
+def resolve_job(
+    model: str,
+    data: str | Path,
+    artifacts: str | Path | None = None,
+    run: str | None = None,
+    epochs: int | None = None,
+    img_size: str | tuple[int, int] | None = None,
+    batch: int | None = None,
+    lr: float | None = None,
+    pretrained: str | Path | None = None,
+    pseudo: str | None = None,
+    device: str | None = None,
+    workers: int | None = None,
+    threads: int | None = None,
+    skip_bad_images: bool = False,
+    label_fix: str | Path | None = None,
+    age_boundary: int | None = None,
+    seed: int | None = None,
+) -> tuple[Store, Job]:
+    """Everything a run (or one fold of it) is made from, and its config hash; trains nothing."""
     store = Store(artifacts)
     run = run or model.replace("/", "_")
     fold_set = store.read_folds()
@@ -117,7 +169,6 @@ def train(
     ds = load_dataset(data, **_data_options(fold_set, age_boundary, label_fix))
     pseudo_df, pseudo_info = _pseudo(store, pseudo, fold_set)
     table = image_table(ds, fold_set, pseudo_df)
-    wanted = _parse_folds(folds, fold_set.n_folds)
     seed = DEFAULT_SEED if seed is None else int(seed)
     resolved = {
         "model": model, "train": cfg, "data_config": dcfg, "seed": seed, "pretrained": pre,
@@ -128,19 +179,77 @@ def train(
         {k: v for k, v in resolved.items() if k != "data"} | {"labels": table.labels.tolist()}
     )
     workers = default_workers(dev.type) if workers is None else int(workers)
-    job = Job(model, cfg, dcfg, dev, workers, seed, fold_set, table, pre, store.run_dir(run), h)
-    if _already_complete(job, force):
-        return RunResult(job.run_dir, True, [], list(range(fold_set.n_folds)))
-    result = _train_folds(job, wanted, skip_bad_images, force)
-    if all(shards.finished(job.run_dir, k, h) for k in range(fold_set.n_folds)):
-        _write_run(store, run, job, resolved)
-        shutil.rmtree(job.run_dir / "cache", ignore_errors=True)
-        result.complete = True
-    else:
-        log.info(
-            "run %s: folds %s finished; the run is written once every fold is", run, _done(job)
+    job = Job(
+        model, cfg, dcfg, dev, workers, seed, fold_set, table, pre, store.run_dir(run), h,
+        run=run, resolved=resolved, skip_bad=skip_bad_images,
+    )  # fmt: skip
+    return store, job
+
+
+def run_fold(
+    model: str,
+    data: str | Path,
+    fold: int,
+    artifacts: str | Path | None = None,
+    run: str | None = None,
+    force: bool = False,
+    expect_hash: str | None = None,
+    **options,
+) -> FoldResult:
+    """One fold job: train fold ``fold`` of ``model`` and commit its shard; nothing else.
+
+    Pure and idempotent: the same inputs give the same shard, and a shard already committed with
+    the same config hash is skipped. ``options`` are :func:`train`'s (epochs, img_size, batch, lr,
+    pretrained, pseudo, device, workers, threads, skip_bad_images, label_fix, age_boundary, seed).
+    ``expect_hash`` (from the planner) refuses to train if this machine resolves another config.
+    The run itself is written by :func:`assemble` once every fold is committed.
+    """
+    _, job = resolve_job(model, data, artifacts, run, **options)
+    if expect_hash is not None and job.hash != expect_hash:
+        raise StackkitError(
+            f"run {job.run} fold {fold}: this worker resolves config hash {job.hash}, the plan "
+            f"has {expect_hash}: its stackkit, config files or data differ from the driver's"
         )
-    return result
+    [k] = _parse_folds([fold], job.folds.n_folds)
+    if not force and shards.finished(job.run_dir, k, job.hash):
+        log.info("run %s fold %d: already committed with this config, skipped", job.run, k)
+        return FoldResult(job.run_dir, k, job.hash, False)
+    if _already_complete(job, force):  # a finished run made with another config is refused
+        return FoldResult(job.run_dir, k, job.hash, False)
+    _train_folds(job, [k], force, cleanup=False)  # other fold jobs may share this run folder
+    return FoldResult(job.run_dir, k, job.hash, True)
+
+
+def prepare(model: str, data: str | Path, artifacts=None, run=None, **options) -> str:
+    """Decode the image cache every fold job of the run reads, once before they start (else
+    each job decodes it); return the run's config hash. ``options`` as for :func:`run_fold`."""
+    return prepare_job(resolve_job(model, data, artifacts, run, **options)[1])
+
+
+def prepare_job(job: Job) -> str:
+    _train_folds(job, [], force=False, cleanup=False)
+    return job.hash
+
+
+def assemble(
+    model: str, data: str | Path, artifacts=None, run=None, force: bool = False, **options
+) -> RunResult:
+    """Write the run from its committed shards (validated against the contract by the store).
+    ``options`` as for :func:`run_fold`; ``force`` replaces a complete run."""
+    store, job = resolve_job(model, data, artifacts, run, **options)
+    n_folds = job.folds.n_folds
+    if _already_complete(job, force):
+        return RunResult(job.run_dir, True, [], list(range(n_folds)))
+    missing = [k for k in range(n_folds) if not shards.finished(job.run_dir, k, job.hash)]
+    if missing:
+        raise StackkitError(
+            f"run {job.run}: fold(s) {', '.join(map(str, missing))} have no shard committed "
+            f"with config {job.hash} yet (run-fold them first)"
+        )
+    _train_folds(job, [], force=False, cleanup=False)  # which images were unreadable
+    _write_run(store, job.run, job, job.resolved)
+    shutil.rmtree(job.run_dir / "cache", ignore_errors=True)
+    return RunResult(job.run_dir, True, [], list(range(n_folds)))
 
 
 def _device(name: str | None, threads: int | None) -> torch.device:
@@ -225,14 +334,14 @@ def _already_complete(job: Job, force: bool) -> bool:
     )
 
 
-def _train_folds(job: Job, wanted: list[int], skip_bad: bool, force: bool) -> RunResult:
-    created = not job.run_dir.exists()
+def _train_folds(job: Job, wanted: list[int], force: bool, cleanup: bool = True) -> RunResult:
+    created = cleanup and not job.run_dir.exists()
     result = RunResult(job.run_dir, False, [], [])
     try:
         cache = build_cache(
             job.table.paths, job.run_dir / "cache",
             scale_size(job.dcfg["input_size"][1:], job.dcfg["crop_pct"]),
-            job.dcfg["interpolation"], skip_bad, threads=cpu_count(),
+            job.dcfg["interpolation"], job.skip_bad, threads=cpu_count(),
         )  # fmt: skip
         job.table.usable[cache.bad] = False
         splits = build_splits(job.table, job.folds.n_folds)

@@ -1,0 +1,91 @@
+"""Where the work runs: ``local`` (this process, joblib's own workers) or ``ray`` (a Ray cluster).
+
+Ray is an optional extra (``pip install 'stackkit[ray]'``) and is imported only here, only when
+``engine="ray"``. The cluster is Ray's own ``RAY_ADDRESS`` when set (a remote cluster, reached with
+Ray's token authentication: ``RAY_AUTH_MODE=token`` plus ``RAY_AUTH_TOKEN`` or
+``RAY_AUTH_TOKEN_PATH``); otherwise a local cluster on this machine that listens on loopback only.
+
+    >>> with parallel_backend("ray"):   # the meta stage's joblib.Parallel runs on Ray
+    ...     cross_val_proba(est, X, y, folds, n_classes)
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+
+from stackkit.errors import StackkitError
+
+log = logging.getLogger(__name__)
+
+ENGINES = ("local", "ray")
+LOOPBACK = "127.0.0.1"
+# Ray treats "no multi-node cluster" as "use the loopback address for every server"; it is read
+# when ray is first imported, so it is set before that for a local cluster.
+_LOCAL_ONLY_ENV = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
+
+
+def check_engine(engine: str) -> str:
+    if engine not in ENGINES:
+        raise StackkitError(f"--engine must be one of {', '.join(ENGINES)}, got {engine!r}")
+    return engine
+
+
+def import_ray():
+    try:
+        import ray
+    except ImportError:
+        raise StackkitError(
+            "--engine ray needs Ray, an optional extra: pip install 'stackkit[ray]'"
+        ) from None
+    return ray
+
+
+def connect(num_cpus: int | None = None):
+    """Connect to ``RAY_ADDRESS``, else start a local cluster on loopback only; return ``ray``.
+
+    A session already open in this process (``ray.init`` called by the caller) is reused as is.
+    """
+    address = os.environ.get("RAY_ADDRESS")
+    if not address:
+        os.environ.setdefault(_LOCAL_ONLY_ENV, "0")  # inherited by the cluster's processes
+    ray = import_ray()
+    if ray.is_initialized():
+        return ray
+    if address:
+        log.info("connecting to the Ray cluster at %s", address)
+        ray.init(address=address)
+        return ray
+    _local_only(ray)
+    log.info("starting a local Ray cluster (loopback only)")
+    ray.init(
+        address="local",
+        num_cpus=num_cpus,
+        include_dashboard=False,
+        _node_ip_address=LOOPBACK,
+    )
+    node = ray.util.get_node_ip_address()
+    if node != LOOPBACK:
+        log.warning("the local Ray cluster listens on %s, not only on loopback", node)
+    return ray
+
+
+def _local_only(ray) -> None:
+    """The constant Ray read from that variable, in case ray was imported before it was set."""
+    from ray._private import ray_constants
+
+    ray_constants.ENABLE_RAY_CLUSTER = False
+
+
+def parallel_backend(engine: str = "local", n_jobs: int = -1):
+    """A context for ``joblib.Parallel``: nothing for ``local``; Ray's joblib backend for ``ray``."""
+    if check_engine(engine) == "local":
+        return contextlib.nullcontext()
+    import joblib
+
+    connect()
+    from ray.util.joblib import register_ray
+
+    register_ray()
+    return joblib.parallel_backend("ray", n_jobs=n_jobs)

@@ -167,6 +167,12 @@ def fit_cmd(
     n_jobs: Annotated[int, typer.Option("--n-jobs", help="Folds fitted in parallel.")] = 1,
     no_cache: Annotated[bool, typer.Option("--no-cache", help="Ignore cached CV results.")] = False,
     artifacts: ArtifactsOpt = None,
+    engine: Annotated[
+        str,
+        typer.Option(
+            "--engine", help="local, or ray: the CV fits on a Ray cluster (RAY_ADDRESS or local)."
+        ),
+    ] = "local",
 ) -> None:
     """Cross-validate meta learners over the stored runs, pick one, write ensembles/NAME/."""
     from stackkit.fit import fit_ensemble
@@ -184,6 +190,7 @@ def fit_cmd(
         n_jobs=n_jobs,
         use_cache=not no_cache,
         command=sys.argv,
+        engine=engine,
     )
     rows = [dict(r.row(), pick="<- picked" if r is res.selected else "") for r in res.candidates]
     print(f"{len(res.runset.names)} runs: {', '.join(res.runset.names)}")

@@ -23,6 +23,7 @@ import pandas as pd
 
 from stackkit import __version__, metrics, schema, stacking
 from stackkit.cache import inputs_key, memory
+from stackkit.engine import check_engine
 from stackkit.errors import StackkitError
 from stackkit.store import RunSet, Store, atomic_dir, write_json, write_parquet
 
@@ -78,24 +79,30 @@ def check_run_names(store: Store, runs: list[str] | None) -> list[str] | None:
 
 
 def cross_validate(
-    runset: RunSet, metas: list[str], params: dict | None, n_jobs: int = 1, use_cache: bool = True
+    runset: RunSet,
+    metas: list[str],
+    params: dict | None,
+    n_jobs: int = 1,
+    use_cache: bool = True,
+    engine: str = "local",
 ) -> list[stacking.CVResult]:
     """CV results for each named learner, answered from the on-disk cache when inputs match."""
     from tqdm.auto import tqdm
 
     X = stacking.features(runset)
     y, f, c = runset.folds.labels, runset.folds.fold_ids, runset.folds.n_classes
-    cached = memory(use_cache).cache(_cv_cached, ignore=["X", "y", "fold_ids", "n_jobs"])
+    ignore = ["X", "y", "fold_ids", "n_jobs", "engine"]  # the engine never changes a result
+    cached = memory(use_cache).cache(_cv_cached, ignore=ignore)
     key = inputs_key(runset)
     out = []
     for m in tqdm(metas, desc="meta CV", unit="learner", disable=None, leave=False):
         p = {m: (params or {}).get(m) or {}}
-        out.append(cached(key, m, p, X, y, f, c, n_jobs))
+        out.append(cached(key, m, p, X, y, f, c, n_jobs, engine))
     return out
 
 
-def _cv_cached(key, meta, params, X, y, fold_ids, n_classes, n_jobs):
-    return stacking.cross_val_meta(meta, X, y, fold_ids, n_classes, params, n_jobs)
+def _cv_cached(key, meta, params, X, y, fold_ids, n_classes, n_jobs, engine="local"):
+    return stacking.cross_val_meta(meta, X, y, fold_ids, n_classes, params, n_jobs, engine)
 
 
 def fit_ensemble(
@@ -109,12 +116,14 @@ def fit_ensemble(
     n_jobs: int = 1,
     use_cache: bool = True,
     command: list[str] | None = None,
+    engine: str = "local",
 ) -> FitResult:
     """Fit the ensemble and write ``ensembles/<name>/`` (see module docstring)."""
     from stackkit.decision import BiasTuner, cross_val_bias
     from stackkit.meta import make_learner
 
     metas = resolve_metas(meta)
+    check_engine(engine)
     folds = store.read_folds()
     runs = check_run_names(store, runs)
     for m, p in (params or {}).items():  # fail on a bad --param before any work
@@ -123,7 +132,7 @@ def fit_ensemble(
     name = name or (meta if isinstance(meta, str) else "+".join(metas)).replace(",", "+")
     y, f, c = folds.labels, folds.fold_ids, folds.n_classes
 
-    candidates = cross_validate(runset, metas, params, n_jobs, use_cache)
+    candidates = cross_validate(runset, metas, params, n_jobs, use_cache, engine)
     selected = stacking.choose(candidates)
     log.info("selected %s (CV macro-F1 %.4f)", selected.meta, selected.scores["macro_f1"])
 
@@ -137,7 +146,7 @@ def fit_ensemble(
     nested_f1 = picks = None
     if nested:
         nested_proba, picks = stacking.nested_cv(
-            metas, stacking.features(runset), y, f, c, params, tune_bias, n_jobs
+            metas, stacking.features(runset), y, f, c, params, tune_bias, n_jobs, engine=engine
         )
         nested_f1 = metrics.macro_f1(y, nested_proba.argmax(1), c)
 

@@ -1,0 +1,287 @@
+"""stackkit.meta: the meta learners, their registry and --param parsing."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from sklearn.base import BaseEstimator, ClassifierMixin, clone
+from sklearn.ensemble import StackingClassifier
+from sklearn.linear_model import LogisticRegression
+from sklearn.model_selection import PredefinedSplit, cross_val_predict
+from sklearn.utils.estimator_checks import parametrize_with_checks
+from threadpoolctl import threadpool_limits
+
+from stackkit import schema
+from stackkit.errors import StackkitError
+from stackkit.features import run_features, split_runs
+from stackkit.meta import SIMPLICITY, VoteLearner, make_learner, parse_params
+
+C = 18
+# small settings so that every learner fits in well under a second on the small case
+FAST = {"rf": {"n_estimators": 20}, "xgboost": {"n_estimators": 10}, "svm": {"n_components": 20}}
+
+
+def _available(name: str) -> bool:
+    if name != "caruana":
+        return True
+    try:
+        import stackkit.selection  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+LEARNERS = [
+    pytest.param(n, marks=pytest.mark.skipif(not _available(n), reason="no stackkit.selection"))
+    for n in SIMPLICITY
+]
+
+
+def _learner(name: str, **params):
+    return make_learner(name, C, {**FAST.get(name, {}), **params})
+
+
+@pytest.fixture(scope="module")
+def data(small_case):
+    """X (n, R*C) run-major logits in folds order, labels, fold ids."""
+    folds = small_case.folds
+    blocks = []
+    for name in sorted(small_case.oof):
+        o = small_case.oof[name]
+        x = np.empty((len(folds.frame), C))
+        pos = folds.index.get_indexer(o["sample_id"].to_numpy(dtype=object))
+        x[pos] = o[schema.logit_columns(C)].to_numpy()
+        blocks.append(x)
+    return np.hstack(blocks), folds.labels, folds.fold_ids
+
+
+# --------------------------------------------------------------------------------------------
+# parity with scikit-learn's StackingClassifier
+
+
+class _FixedColumns(ClassifierMixin, BaseEstimator):
+    """A 'base model' whose predictions are fixed columns of X: stacking's internal
+    cross_val_predict then yields exactly the stored OOF probabilities."""
+
+    def __init__(self, columns=None):
+        self.columns = columns
+
+    def fit(self, X, y):
+        self.classes_ = np.unique(y)
+        return self
+
+    def predict_proba(self, X):
+        return np.asarray(X)[:, self.columns]
+
+    def predict(self, X):
+        return self.predict_proba(X).argmax(axis=1)
+
+
+def test_lr_matches_sklearn_stacking(data):
+    X, y, fold_ids = data
+    assert len(np.unique(y)) == C  # multiclass: stacking keeps every probability column
+    z = split_runs(X, C)
+    P = run_features(z, "proba", None).reshape(len(X), -1)
+    r = z.shape[1]
+    plain = {"C": 1.0, "tol": 1e-8, "max_iter": 2000}
+    base = [(f"run{i}", _FixedColumns(list(range(i * C, (i + 1) * C)))) for i in range(r)]
+    stack = StackingClassifier(
+        estimators=base,
+        final_estimator=LogisticRegression(**plain),
+        cv=PredefinedSplit(fold_ids),
+        stack_method="predict_proba",
+    )
+    with threadpool_limits(1):
+        stack.fit(P, y)
+    ours = make_learner(
+        "lr",
+        C,
+        dict(features="proba", temperature=False, combine="concat", standardize=False, **plain),
+    ).fit(X, y)
+    ref = stack.final_estimator_
+    np.testing.assert_allclose(ours.model_.coef_, ref.coef_, rtol=0, atol=1e-8)
+    np.testing.assert_allclose(ours.model_.intercept_, ref.intercept_, rtol=0, atol=1e-8)
+    np.testing.assert_allclose(ours.predict_proba(X), stack.predict_proba(P), atol=1e-8)
+
+
+# --------------------------------------------------------------------------------------------
+# the protocol, for every learner
+
+
+@pytest.mark.parametrize("name", LEARNERS)
+def test_learner_protocol(name, data):
+    X, y, fold_ids = data
+    est = _learner(name)
+    assert clone(est).get_params() == est.get_params()
+    proba = cross_val_predict(est, X, y, cv=PredefinedSplit(fold_ids), method="predict_proba")
+    assert proba.shape == (len(X), C)
+    np.testing.assert_allclose(proba.sum(axis=1), 1.0, atol=1e-9)
+    assert (proba >= 0).all()
+    accuracy = np.mean(proba.argmax(axis=1) == y)
+    assert accuracy > 0.5, f"{name}: OOF accuracy {accuracy:.3f}"
+
+    est.fit(X, y)
+    np.testing.assert_array_equal(est.classes_, np.arange(C))
+    assert est.run_weights_.shape == (X.shape[1] // C,)
+    assert (est.run_weights_ >= 0).all()
+    assert est.run_weights_.sum() == pytest.approx(1.0)
+    json.dumps(est.summary_())
+
+
+@pytest.mark.parametrize("name", LEARNERS)
+def test_missing_class_still_gets_a_column(name, data):
+    X, y, _ = data
+    missing = 8  # a rare class (60+, incorrect mask)
+    keep = y != missing
+    est = _learner(name).fit(X[keep], y[keep])
+    proba = est.predict_proba(X)
+    assert proba.shape == (len(X), C)
+    np.testing.assert_allclose(proba.sum(axis=1), 1.0, atol=1e-9)
+    np.testing.assert_array_equal(est.classes_, np.arange(C))
+    assert est.predict(X).max() < C
+
+
+@pytest.mark.parametrize("name", [n for n in SIMPLICITY if n not in ("vote", "caruana")])
+def test_single_training_class(name, data):
+    X = data[0]
+    est = _learner(name).fit(X[:5], np.zeros(5, int))
+    proba = est.predict_proba(X[:3])
+    np.testing.assert_array_equal(proba[:, 0], 1.0)
+
+
+@pytest.mark.parametrize("name", ["vote", "lr", "knn", "svm", "rf", "xgboost"])
+def test_n_classes_inferred_and_checked(name, data):
+    X, y, _ = data
+    est = make_learner(name, C).set_params(n_classes=None)
+    assert est.fit(X, y).n_classes_ == C  # every class present in the small case
+    with pytest.raises(ValueError, match=r"X has shape \(\d+, 54\).*n_classes=5"):
+        est.set_params(n_classes=5).fit(X, y % 5)
+
+
+# --------------------------------------------------------------------------------------------
+# invariance: rows in another order, runs in another order
+
+
+@pytest.mark.parametrize("name", ["vote", "lr", "knn"])
+def test_row_order_changes_nothing(name, data, rng):
+    """vote, lr and knn are deterministic in the set of rows. rf, xgboost and svm draw random
+    row subsamples by position (bootstrap, subsample, Nystroem landmarks): another row order
+    gives another, equally good draw, so they are left out."""
+    X, y, fold_ids = data
+    tr = np.flatnonzero(fold_ids != 0)
+    perm = rng.permutation(tr)
+    held_out = X[fold_ids == 0]
+    a = _learner(name).fit(X[tr], y[tr]).predict_proba(held_out)
+    b = _learner(name).fit(X[perm], y[perm]).predict_proba(held_out)
+    np.testing.assert_allclose(a, b, atol=1e-6)
+
+
+@pytest.mark.parametrize("name", ["vote", "lr", "knn", "svm"])
+def test_run_order_changes_nothing(name, data):
+    """Symmetric in the runs up to solver tolerance. rf and xgboost sample columns at random
+    and break split ties by column index, so they depend on the run order; stackkit.store
+    sorts runs by name, so one set of runs always meets them in one order."""
+    X, y, _ = data
+    r = X.shape[1] // C
+    order = np.concatenate([np.arange(i * C, (i + 1) * C) for i in reversed(range(r))])
+    a = _learner(name).fit(X, y)
+    b = _learner(name).fit(X[:, order], y)
+    np.testing.assert_allclose(a.predict_proba(X), b.predict_proba(X[:, order]), atol=1e-4)
+    np.testing.assert_allclose(a.run_weights_, b.run_weights_[::-1], atol=1e-3)
+
+
+# --------------------------------------------------------------------------------------------
+# vote is a plain scikit-learn estimator
+
+_WIDTH = "X must be R runs x C classes wide; the generic check data is not"
+_LABELS = "labels must be class indices 0..C-1; the check uses other labels"
+VOTE_XFAIL = {
+    "check_classifiers_train": "vote learns nothing: its accuracy is whatever the columns say",
+    "check_classifiers_classes": _LABELS,
+    "check_classifiers_regression_target": "integral float targets are accepted as labels",
+    "check_fit2d_1sample": _LABELS,
+    "check_fit2d_1feature": _LABELS,
+    "check_positive_only_tag_during_fit": _LABELS,
+    **{
+        check: _WIDTH
+        for check in (
+            "check_estimators_overwrite_params", "check_estimators_fit_returns_self",
+            "check_readonly_memmap_input", "check_n_features_in_after_fitting",
+            "check_estimators_dtypes", "check_dtype_object", "check_pipeline_consistency",
+            "check_estimators_nan_inf", "check_estimators_pickle",
+            "check_classifier_data_not_an_array",
+        )
+    },
+}  # fmt: skip
+
+
+@parametrize_with_checks([VoteLearner()], expected_failed_checks=lambda est: VOTE_XFAIL)
+def test_vote_is_a_sklearn_estimator(estimator, check):
+    check(estimator)
+
+
+# --------------------------------------------------------------------------------------------
+# registry and --param parsing
+
+
+def test_parse_params_types():
+    got = parse_params(
+        [
+            "rf.n_estimators=300",
+            "lr.C=0.5",
+            "xgboost.max_depth=4",
+            "knn.weights=distance",
+            "lr.standardize=false",
+            "rf.max_samples=none",
+            "lr.C=1e-2",
+        ]
+    )
+    assert got == {
+        "rf": {"n_estimators": 300, "max_samples": None},
+        "lr": {"C": 0.01, "standardize": False},
+        "xgboost": {"max_depth": 4},
+        "knn": {"weights": "distance"},
+    }
+    assert isinstance(got["rf"]["n_estimators"], int)
+
+
+@pytest.mark.parametrize(
+    "items, message",
+    [
+        (["rf.n_estimators"], r"--param 'rf.n_estimators': expected LEARNER.NAME=VALUE"),
+        (["n_estimators=3"], r"expected LEARNER.NAME=VALUE"),
+        (["rf.=3"], r"expected LEARNER.NAME=VALUE"),
+        (["rf.n_estimators="], r"expected LEARNER.NAME=VALUE"),
+        (["forest.n_estimators=3"], r"unknown meta learner 'forest' \(known: vote, caruana, lr"),
+    ],
+)
+def test_parse_params_errors(items, message):
+    with pytest.raises(StackkitError, match=message):
+        parse_params(items)
+
+
+@pytest.mark.parametrize(
+    "name, params, message",
+    [
+        ("forest", None, r"unknown meta learner 'forest' \(known: vote, .*xgboost\)"),
+        (
+            "rf",
+            {"n_estimatorz": 3},
+            r"--param rf.n_estimatorz: rf has no parameter 'n_estimatorz' \(known: .*n_estimators",
+        ),
+        ("vote", {"C": 1.0}, r"--param vote.C: vote has no parameter 'C' \(known: \)"),
+        ("lr", {"n_classes": 3}, r"--param lr.n_classes: lr has no parameter 'n_classes'"),
+    ],
+)
+def test_make_learner_errors(name, params, message):
+    with pytest.raises(StackkitError, match=message):
+        make_learner(name, C, params)
+
+
+def test_make_learner_sets_params_and_n_jobs():
+    est = make_learner("rf", C, {"n_estimators": 7}, n_jobs=2)
+    assert (est.n_classes, est.n_estimators, est.n_jobs) == (C, 7, 2)
+    assert make_learner("rf", C, {"n_jobs": 1}, n_jobs=2).n_jobs == 1  # explicit wins
+    assert make_learner("vote", C, n_jobs=2).get_params() == {"n_classes": C}

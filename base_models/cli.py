@@ -7,7 +7,9 @@
 
 The first trains every fold (``app``); the others (``jobs_app``) are the pieces a scheduler
 (a SLURM array, a Kubernetes indexed job) runs one at a time; ``__main__`` picks by the first
-word. Every training option changes the config hash, so give each piece the same ones.
+word. Every training option (epochs, img-size, batch, lr, pretrained, pseudo, skip-bad-images,
+label-fix, age-boundary, seed) changes the config hash, so give each piece the same ones;
+device, workers and threads are run-fold's alone.
 Logging is configured here only; an expected failure prints ``error: …`` and exits 1.
 """
 
@@ -188,7 +190,6 @@ def prepare_command(
     lr: LrOpt = None,
     pretrained: PretrainedOpt = None,
     pseudo: PseudoOpt = None,
-    threads: ThreadsOpt = None,
     skip_bad_images: SkipBadOpt = False,
     label_fix: LabelFixOpt = None,
     age_boundary: AgeBoundaryOpt = None,
@@ -201,7 +202,7 @@ def prepare_command(
 
     h = prepare(
         model, data, artifacts=artifacts, run=run, epochs=epochs, img_size=img_size, batch=batch,
-        lr=lr, pretrained=pretrained, pseudo=pseudo, device="cpu", threads=threads,
+        lr=lr, pretrained=pretrained, pseudo=pseudo, device="cpu",
         skip_bad_images=skip_bad_images, label_fix=label_fix, age_boundary=age_boundary, seed=seed,
     )  # fmt: skip
     typer.echo(f"run {run or model.replace('/', '_')}: image cache ready (config {h})")

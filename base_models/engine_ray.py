@@ -153,7 +153,7 @@ def _run_jobs(ray, jobs: dict, request: dict, fold_fn) -> tuple[dict, dict]:
     tracker = ray.remote(num_cpus=0)(_Tracker).remote()
     task = ray.remote(max_calls=1, max_retries=MAX_RETRIES, **request)(_fold_task)
     pending = {task.remote(spec, tracker, fold_fn): key for key, spec in jobs.items()}
-    returned, failed, last = {}, {}, None
+    returned, failed, last, started, asked = {}, {}, None, set(), None
     with tqdm(total=len(jobs), desc="fold jobs", unit="job", disable=None) as bar:
         while pending:
             ready, _ = ray.wait(list(pending), num_returns=len(pending), timeout=POLL_S)
@@ -165,7 +165,9 @@ def _run_jobs(ray, jobs: dict, request: dict, fold_fn) -> tuple[dict, dict]:
                     failed[key] = _one_line(exc)
                     log.error("%s fold %d failed: %s", *key, failed[key])
                 bar.update(1)
-            started = set(ray.get(tracker.started.remote()))
+            asked = asked or tracker.started.remote()
+            if ray.wait([asked], timeout=0)[0]:  # never block on the tracker
+                started, asked = set(ray.get(asked)), None
             running = sum(1 for key in pending.values() if key in started)
             state = (len(jobs) - len(pending), running, len(pending) - running)
             bar.set_postfix(running=state[1], queued=state[2])

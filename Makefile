@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 ARTIFACTS ?= artifacts
 DATA ?= demo_data
 MODEL ?=
-RUN ?= $(MODEL)
+RUN ?=
 EPOCHS ?=
 IMG_SIZE ?=
 BATCH ?=
@@ -13,6 +13,9 @@ LR ?=
 PRETRAINED ?=
 PSEUDO ?=
 FOLDS ?=
+ENGINE ?= local
+CPUS ?=
+DEVICE ?=
 export STACKKIT_ARTIFACTS := $(ARTIFACTS)
 
 .PHONY: help setup test test-all lint base demo bench clean-demo
@@ -22,13 +25,13 @@ help:
 	@echo "make demo         setup, then the whole loop on generated demo data (see README)"
 	@echo "make test         the fast test suite (what CI runs)"
 	@echo "make test-all     every test, slow ones included"
-	@echo "make base MODEL=… train a timm backbone on every fold and write a run"
+	@echo "make base MODEL=… train timm backbones on every fold and write their runs (ENGINE=ray: on Ray)"
 	@echo "make bench        the meta-stage benchmark (bench/meta.py)"
 
 $(VENV)/.installed: pyproject.toml
 	python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[train,dev]'
+	$(PY) -m pip install -q -e '.[train,dev,ray]'
 	touch $@
 
 setup: $(VENV)/.installed
@@ -44,7 +47,8 @@ lint: setup
 
 base: setup
 	@test -n "$(MODEL)" || { echo "error: MODEL is required, e.g. make base MODEL=resnet18"; exit 2; }
-	$(PY) -m base_models --model "$(MODEL)" --data "$(DATA)" --artifacts "$(ARTIFACTS)" \
+	$(PY) -m base_models $(foreach m,$(MODEL),--model "$(m)") --data "$(DATA)" --artifacts "$(ARTIFACTS)" \
+	  --engine "$(ENGINE)" $(if $(CPUS),--cpus $(CPUS)) $(if $(DEVICE),--device "$(DEVICE)") \
 	  $(if $(RUN),--run "$(RUN)") $(if $(EPOCHS),--epochs $(EPOCHS)) \
 	  $(if $(IMG_SIZE),--img-size $(IMG_SIZE)) $(if $(BATCH),--batch $(BATCH)) \
 	  $(if $(LR),--lr $(LR)) $(if $(PRETRAINED),--pretrained "$(PRETRAINED)") \

@@ -151,6 +151,7 @@ def _run_jobs(ray, jobs: dict, request: dict, fold_fn) -> tuple[dict, dict]:
     if not jobs:
         return {}, {}
     tracker = ray.remote(num_cpus=0)(_Tracker).remote()
+    ray.get(tracker.started.remote())  # up before the jobs' workers compete with its start
     task = ray.remote(max_calls=1, max_retries=MAX_RETRIES, **request)(_fold_task)
     pending = {task.remote(spec, tracker, fold_fn): key for key, spec in jobs.items()}
     returned, failed, last, started, asked = {}, {}, None, set(), None

@@ -191,3 +191,11 @@ def test_fit_with_the_ray_engine_equals_the_local_fit(store, ray_session, tmp_pa
     for c in (*local["candidates"], *ray["candidates"]):
         c.pop("seconds")
     assert local == ray
+
+
+def test_one_run_name_for_several_models_is_refused(tmp_path, data):
+    from base_models.cli import app
+
+    args = ["--model", MODEL, "--model", "test_efficientnet", "--run", "r", "--data", str(data)]
+    res = CliRunner().invoke(app, [*args, "--artifacts", str(tmp_path)])
+    assert res.exit_code == 1 and res.output.startswith("error: --run names one run")

@@ -56,7 +56,8 @@ def naive(name: str):
 
 
 def cross_validate(make, X, y, folds, c, rows=None):
-    """OOF probabilities over the folds, and seconds per fit; ``rows`` subsamples training."""
+    """OOF probabilities over the folds, and seconds per fit (fit and predict the held-out fold,
+    as cross-validation does); ``rows`` subsamples the training rows."""
     oof, secs = np.zeros((len(X), c)), []
     rng = np.random.default_rng(0)
     for k in np.unique(folds):
@@ -66,8 +67,8 @@ def cross_validate(make, X, y, folds, c, rows=None):
         est = make()
         t0 = time.perf_counter()
         est.fit(X[tr], y[tr])
-        secs.append(time.perf_counter() - t0)
         p = est.predict_proba(X[te])
+        secs.append(time.perf_counter() - t0)
         oof[np.ix_(te, est.classes_)] = p  # naive models may lack a class
     return oof, float(np.mean(secs))
 

@@ -20,7 +20,7 @@ from stackkit.meta import SIMPLICITY, VoteLearner, make_learner, parse_params
 
 C = 18
 # small settings so that every learner fits in well under a second on the small case
-FAST = {"rf": {"n_estimators": 20}, "xgboost": {"n_estimators": 10}, "svm": {"n_components": 20}}
+FAST = {"rf": {"n_estimators": 20}, "xgboost": {"n_estimators": 10}}
 
 
 def _available(name: str) -> bool:
@@ -158,6 +158,14 @@ def test_n_classes_inferred_and_checked(name, data):
     assert est.fit(X, y).n_classes_ == C  # every class present in the small case
     with pytest.raises(ValueError, match=r"X has shape \(\d+, 54\).*n_classes=5"):
         est.set_params(n_classes=5).fit(X, y % 5)
+
+
+def test_svm_with_an_rbf_part(data):
+    X, y, fold_ids = data
+    tr, te = fold_ids != 0, fold_ids == 0
+    est = _learner("svm", n_components=20).fit(X[tr], y[tr])
+    assert est.summary_()["n_components"] == 20
+    assert np.mean(est.predict(X[te]) == y[te]) > 0.5
 
 
 # --------------------------------------------------------------------------------------------

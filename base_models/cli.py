@@ -64,6 +64,10 @@ AgeBoundaryOpt = Annotated[
     Opt[int], typer.Option("--age-boundary", help="Mask layout: first age of 60+ class.")
 ]
 SeedOpt = Annotated[Opt[int], typer.Option("--seed", help="Training seed (default 42).")]
+ConfigOpt = Annotated[
+    Opt[Path],
+    typer.Option("--config", help="A YAML of training settings over the model's own config."),
+]
 ForceOpt = Annotated[bool, typer.Option("--force", help="Redo finished folds / replace a run.")]
 VerboseOpt = Annotated[bool, typer.Option("--verbose", "-v", help="Log per-epoch detail.")]
 
@@ -101,6 +105,7 @@ def main_command(
     label_fix: LabelFixOpt = None,
     age_boundary: AgeBoundaryOpt = None,
     seed: SeedOpt = None,
+    config: ConfigOpt = None,
     force: ForceOpt = False,
     engine: Annotated[
         str,
@@ -119,7 +124,7 @@ def main_command(
         epochs=epochs, img_size=img_size, batch=batch, lr=lr, pretrained=pretrained, pseudo=pseudo,
         folds=folds, device=device, workers=workers, threads=threads,
         skip_bad_images=skip_bad_images, label_fix=label_fix, age_boundary=age_boundary,
-        seed=seed, force=force,
+        seed=seed, force=force, config=config,
     )  # fmt: skip
     if check_engine(engine) == "ray":
         from base_models.engine_ray import train_on_ray
@@ -160,6 +165,7 @@ def run_fold_command(
     label_fix: LabelFixOpt = None,
     age_boundary: AgeBoundaryOpt = None,
     seed: SeedOpt = None,
+    config: ConfigOpt = None,
     force: ForceOpt = False,
     verbose: VerboseOpt = False,
 ) -> None:
@@ -171,7 +177,7 @@ def run_fold_command(
         model, data, fold, artifacts=artifacts, run=run, force=force, epochs=epochs,
         img_size=img_size, batch=batch, lr=lr, pretrained=pretrained, pseudo=pseudo,
         device=device, workers=workers, threads=threads, skip_bad_images=skip_bad_images,
-        label_fix=label_fix, age_boundary=age_boundary, seed=seed,
+        label_fix=label_fix, age_boundary=age_boundary, seed=seed, config=config,
     )  # fmt: skip
     state = "trained and committed" if res.trained else "already committed, skipped"
     typer.echo(f"run {res.run_dir.name} fold {res.fold}: {state} (config {res.config_hash})")
@@ -194,6 +200,7 @@ def prepare_command(
     label_fix: LabelFixOpt = None,
     age_boundary: AgeBoundaryOpt = None,
     seed: SeedOpt = None,
+    config: ConfigOpt = None,
     verbose: VerboseOpt = False,
 ) -> None:
     """Decode the run's image cache once, before its fold jobs start (optional)."""
@@ -204,6 +211,7 @@ def prepare_command(
         model, data, artifacts=artifacts, run=run, epochs=epochs, img_size=img_size, batch=batch,
         lr=lr, pretrained=pretrained, pseudo=pseudo, device="cpu",
         skip_bad_images=skip_bad_images, label_fix=label_fix, age_boundary=age_boundary, seed=seed,
+        config=config,
     )  # fmt: skip
     typer.echo(f"run {run or model.replace('/', '_')}: image cache ready (config {h})")
 
@@ -225,6 +233,7 @@ def assemble_command(
     label_fix: LabelFixOpt = None,
     age_boundary: AgeBoundaryOpt = None,
     seed: SeedOpt = None,
+    config: ConfigOpt = None,
     force: ForceOpt = False,
     verbose: VerboseOpt = False,
 ) -> None:
@@ -236,6 +245,7 @@ def assemble_command(
         model, data, artifacts=artifacts, run=run, force=force, epochs=epochs, img_size=img_size,
         batch=batch, lr=lr, pretrained=pretrained, pseudo=pseudo, device="cpu",
         skip_bad_images=skip_bad_images, label_fix=label_fix, age_boundary=age_boundary, seed=seed,
+        config=config,
     )  # fmt: skip
     typer.echo(f"run {res.run_dir.name}: complete -> {res.run_dir}")
 

@@ -1,4 +1,5 @@
-"""The resolved training configuration: default.yaml < configs/<model>.yaml < command line.
+"""The resolved training configuration:
+default.yaml < configs/<model>.yaml < ``--config FILE`` (an experiment's own YAML) < command line.
 
 Training defaults live in ``configs/default.yaml`` (each with its reason); the machine-level
 defaults that do not change results (device, loader workers, threads) live here. A config file
@@ -80,11 +81,16 @@ def parse_img_size(value) -> list[int] | None:
     return value
 
 
-def resolve_config(model: str, overrides: dict) -> dict:
-    """Merge the three layers, refusing unknown keys and bad choices."""
+def resolve_config(model: str, overrides: dict, config_file: str | Path | None = None) -> dict:
+    """Merge the layers, refusing unknown keys and bad choices."""
     cfg = defaults()
     path = model_config_path(model)
     layers = [(str(path), _read_yaml(path))] if path.is_file() else []
+    if config_file is not None:
+        config_file = Path(config_file)
+        if not config_file.is_file():
+            raise StackkitError(f"{config_file}: config file not found")
+        layers.append((str(config_file), _read_yaml(config_file)))
     layers.append(("the command line", {k: v for k, v in overrides.items() if v is not None}))
     for where, layer in layers:
         unknown = sorted(set(layer) - set(cfg))

@@ -115,12 +115,14 @@ def train(
     age_boundary: int | None = None,
     seed: int | None = None,
     force: bool = False,
+    config: str | Path | None = None,
 ) -> RunResult:
     """Train ``model`` on the requested folds (all by default); write the run when all are done."""
     store, job = resolve_job(
         model, data, artifacts, run, epochs=epochs, img_size=img_size, batch=batch, lr=lr,
         pretrained=pretrained, pseudo=pseudo, device=device, workers=workers, threads=threads,
         skip_bad_images=skip_bad_images, label_fix=label_fix, age_boundary=age_boundary, seed=seed,
+        config=config,
     )  # fmt: skip
     n_folds = job.folds.n_folds
     wanted = _parse_folds(folds, n_folds)
@@ -156,12 +158,15 @@ def resolve_job(
     label_fix: str | Path | None = None,
     age_boundary: int | None = None,
     seed: int | None = None,
+    config: str | Path | None = None,
 ) -> tuple[Store, Job]:
     """Everything a run (or one fold of it) is made from, and its config hash; trains nothing."""
     store = Store(artifacts)
     run = run or model.replace("/", "_")
     fold_set = store.read_folds()
-    cfg = resolve_config(model, {"epochs": epochs, "img_size": img_size, "batch": batch, "lr": lr})
+    cfg = resolve_config(
+        model, {"epochs": epochs, "img_size": img_size, "batch": batch, "lr": lr}, config
+    )
     dev = _device(device, threads)
     probe = create(model, fold_set.n_classes)  # refuses unknown names before anything is written
     pre = _pretrained(probe, pretrained)

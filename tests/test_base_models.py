@@ -282,6 +282,19 @@ def test_command_line_overrides_model_config():
     )
 
 
+def test_config_file_sits_between_model_config_and_command_line(tmp_path):
+    f = tmp_path / "exp.yaml"
+    f.write_text("lr: 0.01\nscale: [0.9, 1.0]\nepochs: 5\n")
+    cfg = resolve_config("resnet18", {"epochs": 2}, f)
+    assert cfg["lr"] == 0.01 and cfg["scale"] == [0.9, 1.0] and cfg["epochs"] == 2
+    assert cfg["batch"] == 64  # from configs/resnet18.yaml, untouched by the file
+    f.write_text("lrr: 0.01\n")
+    with pytest.raises(StackkitError, match=r"exp\.yaml: unknown key\(s\) lrr"):
+        resolve_config("resnet18", {}, f)
+    with pytest.raises(StackkitError, match="config file not found"):
+        resolve_config("resnet18", {}, tmp_path / "missing.yaml")
+
+
 def test_entry_point_prints_one_error_line(tmp_path, data):
     art = _artifacts(tmp_path, data)
     res = CliRunner().invoke(

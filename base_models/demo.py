@@ -37,10 +37,10 @@ THREADS = "1"  # measured here: these tiny models train 4x faster on 1 thread th
 RUNS = [  # (run name, timm model, input HxW, epochs, extra runner arguments)
     ("convnext", "test_convnext", "64x48", 12, []),
     ("effnet", "test_efficientnet", "64x48", 12, []),
-    ("lite0", "tf_efficientnet_lite0", "48x36", 2, ["--lr", "0.001"]),
+    ("lite0", "tf_efficientnet_lite0", "48x36", 3, ["--lr", "0.001"]),
 ]
 ROUND2 = "convnext"  # the backbone retrained with pseudo labels
-THRESHOLD = 0.9  # pseudo labels: top ensemble probability at least this
+THRESHOLD = 0.7  # pseudo labels: small demo models are rarely 90% sure (0.9 chose 9 of 1,400)
 
 
 def _run(cmd: list[str], title: str) -> float:
@@ -147,7 +147,9 @@ def main(argv: list[str] | None = None) -> None:
     best = max(rows[: len(round1)], key=lambda r: r["oof"])
     table = [dict(best, what=f"best single {best['what']}"),
              _ensemble_row(artifacts, "round1", answers),
-             next(r for r in rows if r["what"] == f"run {r2}"),
+             next(r for r in rows if r["what"] == f"run {run}"),
+             dict(next(r for r in rows if r["what"] == f"run {r2}"),
+                  what=f"run {r2} (same, + pseudo labels)"),
              _ensemble_row(artifacts, "round2", answers)]  # fmt: skip
     print("\n== before / after (test = the demo's held-out eval answers)")
     print(format_table(table, [("what", "", ""), ("oof", "OOF/CV macro-F1", ".4f"),

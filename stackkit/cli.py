@@ -198,6 +198,8 @@ def fit_cmd(
     line = f"picked {res.selected.meta}: CV macro-F1 {res.selected.scores['macro_f1']:.4f}"
     if res.bias_offsets is not None:
         line += f", after bias tuning {res.final_scores['macro_f1']:.4f}"
+    elif res.bias_cv_macro_f1 is not None:
+        line += f" (bias tuning would give {res.bias_cv_macro_f1:.4f} in CV: not applied)"
     if res.nested_macro_f1 is not None:
         line += f"; nested estimate of the whole procedure {res.nested_macro_f1:.4f}"
     print(line)

@@ -44,6 +44,7 @@ class FitResult:
     nested_picks: list[str] | None
     bias_offsets: np.ndarray | None
     summary: dict
+    bias_cv_macro_f1: float | None = None  # CV macro-F1 with in-CV offsets, applied or not
 
 
 def resolve_metas(meta: str | list[str]) -> list[str]:
@@ -137,10 +138,19 @@ def fit_ensemble(
     log.info("selected %s (CV macro-F1 %.4f)", selected.meta, selected.scores["macro_f1"])
 
     oof_proba, offsets = selected.oof_proba, None
+    bias_cv_macro_f1 = None
     if tune_bias:
         shifted, _ = cross_val_bias(stacking._log(oof_proba), y, f)
-        oof_proba = metrics.softmax(shifted)
-        offsets = BiasTuner().fit(stacking._log(selected.oof_proba), y).offsets_
+        tuned = metrics.softmax(shifted)
+        bias_cv_macro_f1 = metrics.macro_f1(y, tuned.argmax(1), c)
+        if bias_cv_macro_f1 > selected.scores["macro_f1"]:
+            oof_proba = tuned
+            offsets = BiasTuner().fit(stacking._log(selected.oof_proba), y).offsets_
+        else:  # offsets fitted on other folds did not carry over: keep the untuned pick
+            log.warning(
+                "bias tuning lowered the CV macro-F1 (%.4f -> %.4f): not applied",
+                selected.scores["macro_f1"], bias_cv_macro_f1,
+            )  # fmt: skip
     final_scores = metrics.scores(y, oof_proba, f)
 
     nested_f1 = picks = None
@@ -170,6 +180,7 @@ def fit_ensemble(
         picks,
         offsets,
         summary,
+        bias_cv_macro_f1,
     )
     write_ensemble(store, res, params, command)
     return res
@@ -251,6 +262,7 @@ def write_ensemble(store: Store, res: FitResult, params: dict | None, command) -
             "final_oof_log_loss": res.final_scores["log_loss"],
             "nested_macro_f1": res.nested_macro_f1,
             "nested_picks": res.nested_picks,
+            "bias_cv_macro_f1": res.bias_cv_macro_f1,
         },
         "cli_params": params or {},
         "versions": {

@@ -164,7 +164,12 @@ def fit_cmd(
     nested: Annotated[
         bool, typer.Option("--nested", help="Also estimate the whole selection with nested CV.")
     ] = False,
-    n_jobs: Annotated[int, typer.Option("--n-jobs", help="Folds fitted in parallel.")] = 1,
+    n_jobs: Annotated[
+        Optional[int],  # noqa: UP045
+        typer.Option(
+            "--n-jobs", help="Folds fitted in parallel (default: all cores on large inputs)."
+        ),
+    ] = None,
     no_cache: Annotated[bool, typer.Option("--no-cache", help="Ignore cached CV results.")] = False,
     artifacts: ArtifactsOpt = None,
     engine: Annotated[
@@ -215,7 +220,12 @@ def leaderboard_cmd(
     no_loro: Annotated[
         bool, typer.Option("--no-loro", help="Skip the leave-one-run-out column.")
     ] = False,
-    n_jobs: Annotated[int, typer.Option("--n-jobs", help="Folds fitted in parallel.")] = 1,
+    n_jobs: Annotated[
+        Optional[int],  # noqa: UP045
+        typer.Option(
+            "--n-jobs", help="Folds fitted in parallel (default: all cores on large inputs)."
+        ),
+    ] = None,
     no_cache: Annotated[bool, typer.Option("--no-cache", help="Ignore cached CV results.")] = False,
     compare: Annotated[
         Optional[tuple[str, str]],  # noqa: UP045

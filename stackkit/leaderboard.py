@@ -52,7 +52,7 @@ def leaderboard(
     meta: str | list[str] = "auto",
     params: dict | None = None,
     loro: bool = True,
-    n_jobs: int = 1,
+    n_jobs: int | None = None,
     use_cache: bool = True,
 ) -> Leaderboard:
     metas = resolve_metas(meta)

@@ -16,9 +16,11 @@ FOLDS ?=
 ENGINE ?= local
 CPUS ?=
 DEVICE ?=
+CONFIG ?=
+THREADS ?=
 export STACKKIT_ARTIFACTS := $(ARTIFACTS)
 
-.PHONY: help setup test test-all lint base demo bench clean-demo
+.PHONY: help setup test test-all lint base demo bench
 
 help:
 	@echo "make setup        create $(VENV) and install stackkit with its training and dev extras"
@@ -52,7 +54,8 @@ base: setup
 	  $(if $(RUN),--run "$(RUN)") $(if $(EPOCHS),--epochs $(EPOCHS)) \
 	  $(if $(IMG_SIZE),--img-size $(IMG_SIZE)) $(if $(BATCH),--batch $(BATCH)) \
 	  $(if $(LR),--lr $(LR)) $(if $(PRETRAINED),--pretrained "$(PRETRAINED)") \
-	  $(if $(PSEUDO),--pseudo "$(PSEUDO)") $(if $(FOLDS),--folds "$(FOLDS)")
+	  $(if $(PSEUDO),--pseudo "$(PSEUDO)") $(if $(FOLDS),--folds "$(FOLDS)") \
+	  $(if $(CONFIG),--config "$(CONFIG)") $(if $(THREADS),--threads $(THREADS))
 
 demo: setup
 	$(PY) -m base_models.demo --data "$(DATA)" --artifacts "$(ARTIFACTS)"

@@ -42,7 +42,7 @@ def naive_estimator(name: str):
         return XGBClassifier()
     return {
         "lr": LogisticRegression,
-        "svm": lambda: SVC(probability=True),
+        "svm": lambda: SVC(probability=True),  # what users write (deprecated in sklearn 1.9)
         "knn": KNeighborsClassifier,
         "rf": RandomForestClassifier,
     }[name]()
@@ -162,5 +162,8 @@ def main() -> None:
 
 
 if __name__ == "__main__":
+    import warnings
+
     np.seterr(all="ignore")
+    warnings.filterwarnings("ignore", category=FutureWarning)  # SVC(probability=True)
     main()

@@ -70,7 +70,3 @@ def leaderboard(
             (res,) = cross_validate(runset.subset(rest), [loro_meta], params, n_jobs, use_cache)
             row["loro_delta"] = full - res.scores["macro_f1"]
     return Leaderboard(runset, rows, candidates, best, loro_meta)
-
-
-def best_single_run(board: Leaderboard) -> dict:
-    return max(board.runs, key=lambda r: r["oof_macro_f1"])

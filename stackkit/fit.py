@@ -100,23 +100,33 @@ def cross_validate(
     use_cache: bool = True,
     engine: str = "local",
 ) -> list[stacking.CVResult]:
-    """CV results for each named learner, answered from the on-disk cache when inputs match."""
+    """CV results for each named learner: from the on-disk cache when the inputs match, the rest
+    computed together in one pool of fold fits (``stacking.cross_val_many``) and then cached."""
     from tqdm.auto import tqdm
 
     X = stacking.features(runset)
     n_jobs = resolve_n_jobs(n_jobs, X)
     y, f, c = runset.folds.labels, runset.folds.fold_ids, runset.folds.n_classes
-    ignore = ["X", "y", "fold_ids", "n_jobs", "engine"]  # the engine never changes a result
+    ignore = ["X", "y", "fold_ids", "n_jobs", "engine", "computed"]  # none changes a result
     cached = memory(use_cache).cache(_cv_cached, ignore=ignore)
     key = inputs_key(runset)
-    out = []
-    for m in tqdm(metas, desc="meta CV", unit="learner", disable=None, leave=False):
-        p = {m: (params or {}).get(m) or {}}
-        out.append(cached(key, m, p, X, y, f, c, n_jobs, engine))
-    return out
+    p = {m: {m: (params or {}).get(m) or {}} for m in metas}
+    args = {m: (key, m, p[m], X, y, f, c, n_jobs, engine) for m in metas}
+    todo = [m for m in metas if not (use_cache and cached.check_call_in_cache(*args[m]))]
+    computed = {}
+    if todo:
+        n_fits = len(todo) * len(np.unique(f))
+        with tqdm(total=n_fits, desc="meta CV", unit="fit", disable=None, leave=False) as bar:
+            res = stacking.cross_val_many(todo, X, y, f, c, params, n_jobs, engine,
+                                          progress=lambda _tag: bar.update())  # fmt: skip
+        computed = dict(zip(todo, res))
+    # a computed result enters the cache through the cached call itself (it returns it as is)
+    return [cached(*args[m], computed=computed.get(m)) for m in metas]
 
 
-def _cv_cached(key, meta, params, X, y, fold_ids, n_classes, n_jobs, engine="local"):
+def _cv_cached(key, meta, params, X, y, fold_ids, n_classes, n_jobs, engine="local", computed=None):
+    if computed is not None:
+        return computed
     return stacking.cross_val_meta(meta, X, y, fold_ids, n_classes, params, n_jobs, engine)
 
 
@@ -134,7 +144,7 @@ def fit_ensemble(
     engine: str = "local",
 ) -> FitResult:
     """Fit the ensemble and write ``ensembles/<name>/`` (see module docstring)."""
-    from stackkit.decision import BiasTuner, cross_val_bias
+    from stackkit.decision import decide_bias
     from stackkit.meta import make_learner
 
     metas = resolve_metas(meta)
@@ -154,17 +164,11 @@ def fit_ensemble(
     oof_proba, offsets = selected.oof_proba, None
     bias_cv_macro_f1 = None
     if tune_bias:
-        shifted, _ = cross_val_bias(stacking._log(oof_proba), y, f)
-        tuned = metrics.softmax(shifted)
-        bias_cv_macro_f1 = metrics.macro_f1(y, tuned.argmax(1), c)
-        if bias_cv_macro_f1 > selected.scores["macro_f1"]:
-            oof_proba = tuned
-            offsets = BiasTuner().fit(stacking._log(selected.oof_proba), y).offsets_
-        else:  # offsets fitted on other folds did not carry over: keep the untuned pick
-            log.warning(
-                "bias tuning lowered the CV macro-F1 (%.4f -> %.4f): not applied",
-                selected.scores["macro_f1"], bias_cv_macro_f1,
-            )  # fmt: skip
+        decision = decide_bias(selected.oof_proba, y, f)
+        oof_proba, offsets, bias_cv_macro_f1 = decision.proba, decision.offsets, decision.cv_macro_f1
+        if offsets is None:  # offsets fitted on other folds did not carry over
+            log.warning("bias tuning lowered the CV macro-F1 (%.4f -> %.4f): not applied",
+                        selected.scores["macro_f1"], bias_cv_macro_f1)  # fmt: skip
     final_scores = metrics.scores(y, oof_proba, f)
 
     nested_f1 = picks = None

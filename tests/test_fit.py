@@ -82,6 +82,47 @@ def test_meta_cv_is_predefined_split_over_the_stored_folds(store):
     np.testing.assert_allclose(ours, ref, atol=1e-10)
 
 
+def test_one_pool_for_all_learners_equals_one_cv_per_learner(store):
+    """cross_val_many fits every learner's folds in one pool, costliest first: each learner's
+    OOF probabilities equal a plain PredefinedSplit cross_val_predict of that learner, whatever
+    the number of processes."""
+    from stackkit.meta import make_learner
+
+    rs = store.load_runs(None, store.read_folds())
+    X, y, f = stacking.features(rs), rs.folds.labels, rs.folds.fold_ids
+    metas = ["vote", "lr", "rf"]
+    params = {"rf": {"n_estimators": 5}}
+    one = stacking.cross_val_many(metas, X, y, f, 18, params, n_jobs=1)
+    two = stacking.cross_val_many(metas, X, y, f, 18, params, n_jobs=2)
+    for m, a, b in zip(metas, one, two):
+        est = make_learner(m, n_classes=18, params=params.get(m))
+        ref = cross_val_predict(est, X, y, cv=PredefinedSplit(f), method="predict_proba")
+        assert a.meta == b.meta == m
+        np.testing.assert_allclose(a.oof_proba, ref, atol=1e-10)
+        np.testing.assert_allclose(b.oof_proba, ref, atol=1e-10)
+        assert a.seconds > 0
+
+
+def test_nested_cv_redoes_the_selection_inside_each_outer_fold(store):
+    """The pooled nested CV equals the plain loop: per outer fold k, cross-validate every
+    learner on the other folds, pick, refit the pick on them, predict fold k."""
+    from stackkit.meta import make_learner
+
+    rs = store.load_runs(None, store.read_folds())
+    X, y, f = stacking.features(rs), rs.folds.labels, rs.folds.fold_ids
+    metas = ["vote", "lr", "knn"]
+    proba, picks = stacking.nested_cv(metas, X, y, f, 18, n_jobs=2)
+    want = np.zeros_like(proba)
+    for k in range(5):
+        inner = f != k
+        res = [stacking.cross_val_meta(m, X[inner], y[inner], f[inner], 18) for m in metas]
+        pick = choose(res).meta
+        assert picks[k] == pick
+        est = make_learner(pick, n_classes=18).fit(X[inner], y[inner])
+        want[~inner] = est.predict_proba(X[~inner])
+    np.testing.assert_allclose(proba, want, atol=1e-10)
+
+
 def test_choose_ties_go_to_the_simpler():
     def r(m, f1):
         return CVResult(m, np.zeros((1, 2)), {"macro_f1": f1}, 0.0)
@@ -172,9 +213,9 @@ def test_leaderboard_is_cached(store, monkeypatch):
     assert {r["run"] for r in first.runs} == {"run00", "run01", "run02"}
     assert all("loro_delta" in r for r in first.runs)
     calls = []
-    real = stacking.cross_val_meta
+    real = stacking.cross_val_many
     monkeypatch.setattr(
-        stacking, "cross_val_meta", lambda *a, **k: calls.append(a) or real(*a, **k)
+        stacking, "cross_val_many", lambda *a, **k: calls.append(a) or real(*a, **k)
     )
     second = leaderboard(store, meta="vote,lr")
     assert calls == []  # every CV answered from the cache

@@ -293,3 +293,26 @@ def test_make_learner_sets_params_and_n_jobs():
     assert (est.n_classes, est.n_estimators, est.n_jobs) == (C, 7, 2)
     assert make_learner("rf", C, {"n_jobs": 1}, n_jobs=2).n_jobs == 1  # explicit wins
     assert make_learner("vote", C, n_jobs=2).get_params() == {"n_classes": C}
+
+
+def test_rf_splitter_picks_the_forest():
+    """rf's default is extremely randomized trees on all rows; splitter="best" is Breiman's
+    random forest on bootstraps; both equal scikit-learn's own forest with the same settings."""
+    from sklearn.ensemble import ExtraTreesClassifier, RandomForestClassifier
+
+    rng = np.random.default_rng(0)
+    X, y = rng.normal(size=(300, 3 * 4)), rng.integers(0, 4, 300)
+    common = dict(n_estimators=7, min_samples_leaf=1, max_features="sqrt", random_state=0,
+                  class_weight="balanced_subsample")  # fmt: skip
+    et = make_learner("rf", 4, {"n_estimators": 7, "features": "logprob"}).fit(X, y)
+    assert isinstance(et.model_, ExtraTreesClassifier) and not et.model_.bootstrap
+    Z = et.features_.transform(X)
+    ref = ExtraTreesClassifier(bootstrap=False, **common).fit(Z, y)
+    np.testing.assert_allclose(et.predict_proba(X), ref.predict_proba(Z))
+    rf = make_learner("rf", 4, {"n_estimators": 7, "features": "logprob", "splitter": "best",
+                                "max_samples": 0.5}).fit(X, y)  # fmt: skip
+    assert isinstance(rf.model_, RandomForestClassifier)
+    ref = RandomForestClassifier(max_samples=0.5, **common).fit(Z, y)
+    np.testing.assert_allclose(rf.predict_proba(X), ref.predict_proba(Z))
+    with pytest.raises(ValueError, match="splitter"):
+        make_learner("rf", 4, {"splitter": "greedy"}).fit(X, y)

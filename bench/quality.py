@@ -5,11 +5,17 @@ package (scikit-learn's 8x8 digits) or on the synthetic reference case, keeps a 
 labels aside, and scores on that test split:
 
 - best single run (chosen by OOF macro-F1), soft vote of all runs, scikit-learn LR stacking
-  (LogisticRegression on the concatenated OOF probabilities), greedy ensemble selection, and
-  stackkit's `auto --tune-bias`.
+  (LogisticRegression on the concatenated OOF probabilities), greedy ensemble selection,
+  AutoGluon-Tabular on the same OOF probabilities (with ``--autogluon PYTHON``: it needs its own
+  environment, see bench/autogluon_baseline.py), and stackkit's `auto --tune-bias`.
 
-    python bench/quality.py            # every case
-    python bench/quality.py digits     # one case
+Each case is drawn ``--seeds`` times (another train/test split and noise for digits, another
+draw for synthetic): one test split of a few hundred images moves macro-F1 by a few thousandths
+per image, so methods are compared on the mean over draws, with how often auto is at least each.
+
+    python bench/quality.py                          # every case, 5 draws each
+    python bench/quality.py digits --seeds 3         # one case
+    python bench/quality.py --autogluon /work/agvenv/bin/python --ag-time 60
 
 Target: auto at least the best of the alternatives on every case, never below the best single run.
 """
@@ -96,13 +102,28 @@ def digits_case(dominant: bool = False, seed: int = 0) -> Case:
 
 
 CASES = {
-    "digits": lambda: digits_case(False),
-    "digits-dominant": lambda: digits_case(True),
-    "synthetic": lambda: make_case(n_groups=800, n_test=4000, n_runs=6, seed=3),
+    "digits": lambda seed: digits_case(False, seed),
+    "digits-dominant": lambda seed: digits_case(True, seed),
+    "synthetic": lambda seed: make_case(n_groups=800, n_test=4000, n_runs=6, seed=3 + seed),
 }
 
 
-def alternatives(store: Store, case: Case) -> dict:
+def autogluon_proba(python: str, X, y, groups, X_test, time_limit: int) -> np.ndarray:
+    """AutoGluon-Tabular on the same features, in its own environment (bench/autogluon_baseline.py
+    run by ``python``: AutoGluon pins versions that stackkit's environment does not share)."""
+    import subprocess
+
+    with tempfile.TemporaryDirectory(prefix="stackkit-ag-") as tmp:
+        inp, out = Path(tmp) / "in.npz", Path(tmp) / "out.npy"
+        np.savez(inp, X=X.astype(np.float32), y=y.astype(np.int64),
+                 groups=groups.astype(np.int64), X_test=X_test.astype(np.float32))  # fmt: skip
+        script = Path(__file__).with_name("autogluon_baseline.py")
+        cmd = [python, str(script), str(inp), str(out), "--time-limit", str(time_limit)]
+        subprocess.run(cmd, check=True)
+        return np.load(out)
+
+
+def alternatives(store: Store, case: Case, autogluon: str | None, ag_time: int) -> dict:
     """Test macro-F1 of what a user would do instead, on the same runs."""
     from sklearn.linear_model import LogisticRegression
 
@@ -116,47 +137,80 @@ def alternatives(store: Store, case: Case) -> dict:
     oof_f1 = [metrics.macro_f1(y, oof_p[i].argmax(1), c) for i in range(rs.n_runs)]
     best = int(np.argmax(oof_f1))
     out = {
-        f"best single run ({rs.names[best]})": metrics.macro_f1(truth, test_p[best].argmax(1), c),
+        "best single run": metrics.macro_f1(truth, test_p[best].argmax(1), c),
         "soft vote": metrics.macro_f1(truth, test_p.mean(0).argmax(1), c),
     }
     flat = oof_p.transpose(1, 0, 2).reshape(len(y), -1)
+    flat_test = test_p.transpose(1, 0, 2).reshape(len(truth), -1)
     lr = LogisticRegression(max_iter=1000).fit(flat, y)
-    out["sklearn LR stacking"] = metrics.macro_f1(
-        truth, lr.predict(test_p.transpose(1, 0, 2).reshape(len(truth), -1)), c
-    )
-    for name, meta in (("greedy selection", "caruana"),):
-        res = fit_ensemble(store, meta=meta, name=meta)
-        out[name] = metrics.macro_f1(truth, res.test_proba.argmax(1), c)
+    out["sklearn LR stacking"] = metrics.macro_f1(truth, lr.predict(flat_test), c)
+    res = fit_ensemble(store, meta="caruana", name="caruana")
+    out["greedy selection"] = metrics.macro_f1(truth, res.test_proba.argmax(1), c)
+    if autogluon:
+        groups = pd.factorize(folds.frame["group"])[0]
+        proba = autogluon_proba(autogluon, flat, y, groups, flat_test, ag_time)
+        out["AutoGluon-Tabular"] = metrics.macro_f1(truth, proba.argmax(1), c)
     return out
+
+
+def evaluate(name: str, seed: int, autogluon: str | None, ag_time: int) -> dict:
+    """Held-out macro-F1 of every method on one draw of one case."""
+    case = CASES[name](seed)
+    store = Store(Path(tempfile.mkdtemp(prefix=f"stackkit-quality-{name}-{seed}-")))
+    case.write(store)
+    out = alternatives(store, case, autogluon, ag_time)
+    res = fit_ensemble(store, meta="auto", tune_bias=True, name="auto")
+    truth = case.test_labels.loc[res.runset.test_ids].to_numpy()
+    out[AUTO] = metrics.macro_f1(truth, res.test_proba.argmax(1), store.read_folds().n_classes)
+    out["_pick"] = res.selected.meta + ("+bias" if res.bias_offsets is not None else "")
+    return out
+
+
+AUTO = "stackkit auto --tune-bias"
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("cases", nargs="*", default=list(CASES))
+    ap.add_argument("--seeds", type=int, default=5, help="draws per case (data split, noise)")
+    ap.add_argument("--autogluon", metavar="PYTHON", default=os.environ.get("AUTOGLUON_PYTHON"),
+                    help="a Python with autogluon.tabular installed (env AUTOGLUON_PYTHON)")  # fmt: skip
+    ap.add_argument("--ag-time", type=int, default=120, help="AutoGluon time limit per fit, s")
     args = ap.parse_args()
     os.environ.setdefault("STACKKIT_CACHE", tempfile.mkdtemp(prefix="stackkit-quality-cache-"))
-    rows = []
+    rows, picks = [], {}
     for name in args.cases:
-        t0 = time.perf_counter()
-        case = CASES[name]()
-        store = Store(Path(tempfile.mkdtemp(prefix=f"stackkit-quality-{name}-")))
-        case.write(store)
-        alt = alternatives(store, case)
-        res = fit_ensemble(store, meta="auto", tune_bias=True, name="auto")
-        truth = case.test_labels.loc[res.runset.test_ids].to_numpy()
-        auto = metrics.macro_f1(truth, res.test_proba.argmax(1), store.read_folds().n_classes)
-        best_alt = max(alt.values())
-        best_single = next(v for k, v in alt.items() if k.startswith("best single"))
-        for k, v in alt.items():
-            rows.append({"case": name, "method": k, "test_f1": v})
-        rows.append({"case": name, "method": f"stackkit auto --tune-bias ({res.selected.meta})",
-                     "test_f1": auto,
-                     "verdict": "ok" if auto >= best_alt - 1e-9 else
-                     ("below best alternative" if auto >= best_single else "BELOW BEST SINGLE RUN")})  # fmt: skip
-        print(f"{name}: done in {time.perf_counter() - t0:.1f}s", flush=True)
+        draws = []
+        for seed in range(args.seeds):
+            t0 = time.perf_counter()
+            draws.append(evaluate(name, seed, args.autogluon, args.ag_time))
+            print(
+                f"{name} seed {seed}: {time.perf_counter() - t0:.1f}s, "
+                + ", ".join(f"{k} {v:.4f}" for k, v in draws[-1].items() if not k.startswith("_")),
+                flush=True,
+            )
+        picks[name] = [d["_pick"] for d in draws]
+        methods = [k for k in draws[0] if not k.startswith("_")]
+        mean = {m: float(np.mean([d[m] for d in draws])) for m in methods}
+        best_alt = max(v for m, v in mean.items() if m != AUTO)
+        for m in methods:
+            auto_wins = sum(d[AUTO] >= d[m] - 1e-12 for d in draws)
+            verdict = ""
+            if m == AUTO:
+                verdict = "ok: at least every alternative" if mean[m] >= best_alt - 1e-12 else (
+                    "below best alternative" if mean[m] >= mean["best single run"]
+                    else "BELOW BEST SINGLE RUN")  # fmt: skip
+            rows.append({"case": name, "method": m, "mean": mean[m],
+                         "std": float(np.std([d[m] for d in draws])),
+                         "wins": "" if m == AUTO else f"{auto_wins}/{len(draws)}",
+                         "verdict": verdict})  # fmt: skip
     print()
     print(format_table(rows, [("case", "case", ""), ("method", "method", ""),
-                              ("test_f1", "held-out macro-F1", ".4f"), ("verdict", "", "")]))  # fmt: skip
+                              ("mean", f"held-out macro-F1, mean of {args.seeds}", ".4f"),
+                              ("std", "± draws", ".4f"), ("wins", "auto >= it", ""),
+                              ("verdict", "", "")]))  # fmt: skip
+    for name, p in picks.items():
+        print(f"auto's picks on {name}: {', '.join(p)}")
 
 
 if __name__ == "__main__":

@@ -148,7 +148,8 @@ def fit_cmd(
     meta: Annotated[
         str,
         typer.Option(
-            "--meta", help="auto, or comma-separated: vote,caruana,lr,svm,knn,rf,xgboost."
+            "--meta",
+            help="auto (all seven, then blend), or comma-separated: vote,caruana,lr,svm,knn,rf,xgboost,blend.",
         ),
     ] = "auto",
     runs: RunsOpt = None,

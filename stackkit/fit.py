@@ -48,14 +48,17 @@ class FitResult:
 
 
 def resolve_metas(meta: str | list[str]) -> list[str]:
-    """``"auto"`` -> all seven in simplicity order; else the listed names, each checked."""
+    """``"auto"`` -> all seven learners in simplicity order, then ``blend`` (the level-2 mix of
+    them, stackkit.blend); ``blend`` alone -> the same; else the listed names, each checked
+    (``blend`` beside others mixes those)."""
+    from stackkit.blend import BLEND
     from stackkit.meta import SIMPLICITY
 
     names = [m.strip() for m in (meta.split(",") if isinstance(meta, str) else meta) if m.strip()]
     if not names:
         raise StackkitError("--meta: no meta learner named")
-    if names == ["auto"]:
-        return list(SIMPLICITY)
+    if names in (["auto"], [BLEND]):
+        return [*SIMPLICITY, BLEND]
     unknown = [m for m in names if m not in schema.META_NAMES]
     if unknown:
         raise StackkitError(
@@ -101,8 +104,14 @@ def cross_validate(
     engine: str = "local",
 ) -> list[stacking.CVResult]:
     """CV results for each named learner: from the on-disk cache when the inputs match, the rest
-    computed together in one pool of fold fits (``stacking.cross_val_many``) and then cached."""
+    computed together in one pool of fold fits (``stacking.cross_val_many``) and then cached.
+    ``blend`` comes last, from the others' results (cheap: not cached)."""
     from tqdm.auto import tqdm
+
+    from stackkit.blend import BLEND, cross_val_blend
+
+    blend = BLEND in metas
+    metas = [m for m in metas if m != BLEND]
 
     X = stacking.features(runset)
     n_jobs = resolve_n_jobs(n_jobs, X)
@@ -121,7 +130,10 @@ def cross_validate(
                                           progress=lambda _tag: bar.update())  # fmt: skip
         computed = dict(zip(todo, res))
     # a computed result enters the cache through the cached call itself (it returns it as is)
-    return [cached(*args[m], computed=computed.get(m)) for m in metas]
+    out = [cached(*args[m], computed=computed.get(m)) for m in metas]
+    if blend:
+        out.append(cross_val_blend(out, y, f, c))
+    return out
 
 
 def _cv_cached(key, meta, params, X, y, fold_ids, n_classes, n_jobs, engine="local", computed=None):
@@ -165,7 +177,11 @@ def fit_ensemble(
     bias_cv_macro_f1 = None
     if tune_bias:
         decision = decide_bias(selected.oof_proba, y, f)
-        oof_proba, offsets, bias_cv_macro_f1 = decision.proba, decision.offsets, decision.cv_macro_f1
+        oof_proba, offsets, bias_cv_macro_f1 = (
+            decision.proba,
+            decision.offsets,
+            decision.cv_macro_f1,
+        )
         if offsets is None:  # offsets fitted on other folds did not carry over
             log.warning("bias tuning lowered the CV macro-F1 (%.4f -> %.4f): not applied",
                         selected.scores["macro_f1"], bias_cv_macro_f1)  # fmt: skip
@@ -179,8 +195,7 @@ def fit_ensemble(
         )
         nested_f1 = metrics.macro_f1(y, nested_proba.argmax(1), c)
 
-    est = make_learner(selected.meta, n_classes=c, params=(params or {}).get(selected.meta))
-    est.fit(stacking.features(runset), y)
+    est = refit(selected.meta, candidates, stacking.features(runset), y, c, params, n_jobs)
     test_proba = est.predict_proba(stacking.test_features(runset))
     if offsets is not None:
         test_proba = metrics.softmax(stacking._log(test_proba) + offsets)
@@ -203,6 +218,34 @@ def fit_ensemble(
     )
     write_ensemble(store, res, params, command)
     return res
+
+
+def refit(meta: str, candidates, X, y, n_classes: int, params=None, n_jobs=None):
+    """The pick refitted on every OOF row; for ``blend``, its weights chosen on every row and
+    each weighted candidate refitted (in parallel: the costliest first)."""
+    from joblib import Parallel, delayed
+
+    from stackkit.blend import BLEND, Blend
+    from stackkit.meta import RELATIVE_COST, make_learner
+
+    def make(m):
+        return make_learner(m, n_classes=n_classes, params=(params or {}).get(m))
+
+    if meta != BLEND:
+        return make(meta).fit(X, y)
+    blend = Blend.fit_from([r for r in candidates if r.meta != BLEND], y, n_classes)
+    names = sorted(blend.weights, key=lambda m: -RELATIVE_COST.get(m, 1.0))
+    jobs = min(len(names), effective_jobs(resolve_n_jobs(n_jobs, X)))
+    fitted = Parallel(n_jobs=jobs)(delayed(make(m).fit)(X, y) for m in names)
+    blend.learners = dict(zip(names, fitted))
+    log.info("blend weights: %s", ", ".join(f"{m} {w:.2f}" for m, w in blend.weights.items()))
+    return blend
+
+
+def effective_jobs(n_jobs: int) -> int:
+    from joblib import effective_n_jobs
+
+    return max(1, effective_n_jobs(n_jobs))
 
 
 def _summary(est, runset: RunSet) -> dict:

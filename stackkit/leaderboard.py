@@ -12,6 +12,7 @@ import logging
 from dataclasses import dataclass
 
 from stackkit import metrics
+from stackkit.blend import BLEND
 from stackkit.fit import check_run_names, cross_validate, resolve_metas
 from stackkit.stacking import CVResult, choose
 from stackkit.store import RunSet, Store
@@ -65,8 +66,10 @@ def leaderboard(
     if loro and runset.n_runs > 1:
         loro_meta = best.meta
         full = best.scores["macro_f1"]
+        # a blend needs the candidates it mixes, refitted without the run too
+        redo = [c.meta for c in candidates] if loro_meta == BLEND else [loro_meta]
         for row in rows:
             rest = [n for n in runset.names if n != row["run"]]
-            (res,) = cross_validate(runset.subset(rest), [loro_meta], params, n_jobs, use_cache)
+            res = cross_validate(runset.subset(rest), redo, params, n_jobs, use_cache)[-1]
             row["loro_delta"] = full - res.scores["macro_f1"]
     return Leaderboard(runset, rows, candidates, best, loro_meta)

@@ -37,7 +37,7 @@ ENSEMBLE_FILES = (
     "ensemble.json",
 )
 
-META_NAMES = ("vote", "caruana", "lr", "svm", "knn", "rf", "xgboost")
+META_NAMES = ("vote", "caruana", "lr", "svm", "knn", "rf", "xgboost", "blend")  # blend: added
 
 FOLDS_COLUMNS = {"sample_id": "string", "group": "string", "label": "int16", "fold": "int8"}
 RUN_INFO_REQUIRED = (

@@ -197,7 +197,8 @@ def cross_val_meta(
 
 
 def choose(results: Sequence[CVResult]) -> CVResult:
-    """The best CV macro-F1; a tie goes to the simpler learner (meta.SIMPLICITY order)."""
+    """The best CV macro-F1; a tie goes to the simpler learner (meta.SIMPLICITY order, then
+    ``blend``, which mixes the others)."""
     from stackkit.meta import SIMPLICITY
 
     rank = {m: i for i, m in enumerate(SIMPLICITY)}
@@ -223,40 +224,54 @@ def nested_cv(
     on them, predicts the outer fold.
 
     All inner fits (outer folds x learners x inner folds) share one pool (:func:`run_tasks`),
-    then the five refits of the picks another. Returns the nested OOF probabilities and the meta
+    then the refits of the picks (of every weighted candidate, for a ``blend``) another. Returns the nested OOF probabilities and the meta
     learner picked in each outer fold.
     """
+    from stackkit.blend import BLEND, Blend, cross_val_blend
     from stackkit.decision import decide_bias
     from stackkit.meta import make_learner
 
     params = params or {}
-    ests = {m: make_learner(m, n_classes=n_classes, params=params.get(m)) for m in metas}
+    learners = [m for m in metas if m != BLEND]
+    ests = {m: make_learner(m, n_classes=n_classes, params=params.get(m)) for m in learners}
     outer = np.unique(fold_ids)
 
     def rows(mask):
         return np.flatnonzero(mask)
 
     inner_tasks = [Task((k, m, j), m, rows((fold_ids != k) & (fold_ids != j)), rows(fold_ids == j))
-                   for k in outer for j in outer if j != k for m in metas]  # fmt: skip
+                   for k in outer for j in outer if j != k for m in learners]  # fmt: skip
     done = run_tasks(inner_tasks, ests, X, y, n_jobs, engine, progress)
-    picks, final = {}, []
+    picks, blends, final = {}, {}, []
     for k in outer:
         inner = fold_ids != k
+        yi, fi = y[inner], fold_ids[inner]
         results = []
-        for m in metas:
+        for m in learners:
             proba = np.zeros((len(y), n_classes))
             for j in outer[outer != k]:
                 test, p, _ = done[(k, m, j)]
                 proba[test] = p
             proba = proba[inner]
-            results.append(CVResult(m, proba, metrics.scores(y[inner], proba, fold_ids[inner]), 0.0))
+            results.append(CVResult(m, proba, metrics.scores(yi, proba, fi), 0.0))
+        if BLEND in metas:
+            results.append(cross_val_blend(results, yi, fi, n_classes))
         picks[k] = choose(results)
-        final.append(Task((k,), picks[k].meta, rows(inner), rows(~inner)))
+        if picks[k].meta == BLEND:
+            blends[k] = Blend.fit_from(results[:-1], yi, n_classes)
+            needed = list(blends[k].weights)
+        else:
+            needed = [picks[k].meta]
+        final += [Task((k, m), m, rows(inner), rows(~inner)) for m in needed]
         log.info("nested: outer fold %d picked %s", k, picks[k].meta)
     refits = run_tasks(final, ests, X, y, n_jobs, engine, progress)
     out = np.zeros((len(y), n_classes))
     for k in outer:
-        test, proba, _ = refits[(k,)]
+        test = rows(fold_ids == k)
+        if k in blends:
+            proba = blends[k].mix({m: refits[(k, m)][1] for m in blends[k].weights})
+        else:
+            proba = refits[(k, picks[k].meta)][1]
         if tune_bias:
             inner = fold_ids != k
             offsets = decide_bias(picks[k].oof_proba, y[inner], fold_ids[inner]).offsets

@@ -1,0 +1,106 @@
+"""`blend`: Caruana selection over the meta candidates, cross-validated over the same folds."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from sklearn.metrics import f1_score
+
+from stackkit import metrics, stacking
+from stackkit.blend import BLEND, Blend, cross_val_blend
+from stackkit.fit import cross_validate, fit_ensemble, refit, resolve_metas
+from stackkit.leaderboard import leaderboard
+from stackkit.meta import SIMPLICITY, make_learner
+from stackkit.selection import CaruanaSelection
+
+
+@pytest.fixture(autouse=True)
+def _cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("STACKKIT_CACHE", str(tmp_path / "cache"))
+
+
+METAS = ["vote", "lr", "knn"]
+
+
+def _inputs(store):
+    rs = store.load_runs(None, store.read_folds())
+    return rs, stacking.features(rs), rs.folds.labels, rs.folds.fold_ids
+
+
+def test_auto_is_the_seven_then_blend():
+    assert resolve_metas("auto") == [*SIMPLICITY, BLEND]
+    assert resolve_metas("blend") == [*SIMPLICITY, BLEND]
+    assert resolve_metas("lr,knn,blend") == ["lr", "knn", BLEND]
+
+
+def test_blend_cv_chooses_weights_on_the_other_folds_only(store):
+    """Fold k's blend comes from a CaruanaSelection fitted on the other folds' meta-level OOF
+    rows of the candidates (log-probabilities as its "runs"); scored on the whole OOF vector."""
+    _rs, X, y, f = _inputs(store)
+    cands = stacking.cross_val_many(METAS, X, y, f, 18)
+    res = cross_val_blend(cands, y, f, 18)
+    L = np.hstack([np.log(np.clip(c.oof_proba, metrics.EPS, None)) for c in cands])
+    want = np.zeros_like(res.oof_proba)
+    for k in range(5):
+        sel = CaruanaSelection(n_classes=18).fit(L[f != k], y[f != k])
+        want[f == k] = sel.predict_proba(L[f == k])
+    np.testing.assert_allclose(res.oof_proba, want)
+    assert res.meta == BLEND
+    assert res.scores["macro_f1"] == pytest.approx(
+        f1_score(y, want.argmax(1), average="macro", labels=range(18), zero_division=0)
+    )
+
+
+def test_blend_refit_mixes_the_refitted_candidates(store):
+    rs, X, y, f = _inputs(store)
+    cands = stacking.cross_val_many(METAS, X, y, f, 18)
+    blend = refit(BLEND, cands, X, y, 18, n_jobs=1)
+    assert isinstance(blend, Blend)
+    assert sum(blend.weights.values()) == pytest.approx(1.0)
+    Xt = stacking.test_features(rs)
+    sel = CaruanaSelection(n_classes=18).fit(
+        np.hstack([np.log(np.clip(c.oof_proba, metrics.EPS, None)) for c in cands]), y
+    )
+    mixed = sum(
+        w * make_learner(m, n_classes=18).fit(X, y).predict_proba(Xt)
+        for m, w in zip(METAS, sel.weights_)
+        if w > 0
+    )
+    np.testing.assert_allclose(blend.predict_proba(Xt), mixed, atol=1e-10)
+    assert blend.run_weights_.sum() == pytest.approx(1.0)
+
+
+def test_fit_with_blend_writes_it_like_any_pick(store, monkeypatch):
+    res = fit_ensemble(store, meta="vote,lr,knn,blend", name="b")
+    assert [c.meta for c in res.candidates] == [*METAS, BLEND]
+    board = json.loads((store.ensemble_dir("b") / "leaderboard.json").read_text())
+    assert [c["meta"] for c in board["candidates"]] == [*METAS, BLEND]
+    # with the blend picked, ensemble.json carries its weights and the test probabilities are
+    # its mix of the candidates' refits
+    monkeypatch.setattr(stacking, "choose", lambda results: results[-1])
+    forced = fit_ensemble(store, meta="vote,lr,knn,blend", name="forced")
+    ens = json.loads((store.ensemble_dir("forced") / "ensemble.json").read_text())
+    assert ens["meta"] == BLEND and set(ens["learner"]["weights"]) <= set(METAS)
+    assert sum(ens["run_weights"].values()) == pytest.approx(1.0)
+    rs, X, y, _f = _inputs(store)
+    want = refit(BLEND, forced.candidates, X, y, 18, n_jobs=1).predict_proba(
+        stacking.test_features(rs)
+    )
+    np.testing.assert_allclose(forced.test_proba, want, atol=1e-10)
+    np.testing.assert_allclose(forced.oof_proba, forced.candidates[-1].oof_proba)
+
+
+def test_nested_and_loro_handle_a_blend(store):
+    res = fit_ensemble(store, meta="vote,lr,blend", name="n", nested=True)
+    assert set(res.nested_picks) <= {"vote", "lr", BLEND}
+    assert 0.0 <= res.nested_macro_f1 <= 1.0
+    board = leaderboard(store, meta="vote,lr,blend")
+    assert all(np.isfinite(r["loro_delta"]) for r in board.runs)
+    rs = store.load_runs(None, store.read_folds())
+    if board.loro_meta == BLEND:  # without a run, the blend is redone over its candidates
+        rest = cross_validate(rs.subset(rs.names[1:]), ["vote", "lr", BLEND], None)
+        assert board.runs[0]["loro_delta"] == pytest.approx(
+            board.best.scores["macro_f1"] - rest[-1].scores["macro_f1"]
+        )

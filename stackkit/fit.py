@@ -15,13 +15,14 @@ from __future__ import annotations
 import logging
 import platform
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 from stackkit import __version__, metrics, schema, stacking
+from stackkit.blend import BLEND, Blend, cross_val_blend
 from stackkit.cache import inputs_key, memory
 from stackkit.engine import check_engine
 from stackkit.errors import StackkitError
@@ -51,7 +52,6 @@ def resolve_metas(meta: str | list[str]) -> list[str]:
     """``"auto"`` -> all seven learners in simplicity order, then ``blend`` (the level-2 mix of
     them, stackkit.blend); ``blend`` alone -> the same; else the listed names, each checked
     (``blend`` beside others mixes those)."""
-    from stackkit.blend import BLEND
     from stackkit.meta import SIMPLICITY
 
     names = [m.strip() for m in (meta.split(",") if isinstance(meta, str) else meta) if m.strip()]
@@ -102,13 +102,13 @@ def cross_validate(
     n_jobs: int | None = None,
     use_cache: bool = True,
     engine: str = "local",
+    X_test: np.ndarray | None = None,
 ) -> list[stacking.CVResult]:
     """CV results for each named learner: from the on-disk cache when the inputs match, the rest
     computed together in one pool of fold fits (``stacking.cross_val_many``) and then cached.
-    ``blend`` comes last, from the others' results (cheap: not cached)."""
+    ``blend`` comes last, from the others' results (cheap: not cached). With ``X_test``, the
+    learners computed here are refitted on all rows in the same pool (``CVResult.refit``)."""
     from tqdm.auto import tqdm
-
-    from stackkit.blend import BLEND, cross_val_blend
 
     blend = BLEND in metas
     metas = [m for m in metas if m != BLEND]
@@ -124,13 +124,18 @@ def cross_validate(
     todo = [m for m in metas if not (use_cache and cached.check_call_in_cache(*args[m]))]
     computed = {}
     if todo:
-        n_fits = len(todo) * len(np.unique(f))
+        n_fits = len(todo) * (len(np.unique(f)) + (X_test is not None))
         with tqdm(total=n_fits, desc="meta CV", unit="fit", disable=None, leave=False) as bar:
             res = stacking.cross_val_many(todo, X, y, f, c, params, n_jobs, engine,
-                                          progress=lambda _tag: bar.update())  # fmt: skip
+                                          progress=lambda _tag: bar.update(), X_test=X_test)  # fmt: skip
         computed = dict(zip(todo, res))
-    # a computed result enters the cache through the cached call itself (it returns it as is)
-    out = [cached(*args[m], computed=computed.get(m)) for m in metas]
+    # a computed result enters the cache through the cached call itself (it returns it as is);
+    # the refitted learners stay out of the cache
+    out = []
+    for m in metas:
+        kept = computed.get(m)
+        r = cached(*args[m], computed=None if kept is None else replace(kept, refit=None))
+        out.append(r if kept is None else replace(r, refit=kept.refit))
     if blend:
         out.append(cross_val_blend(out, y, f, c))
     return out
@@ -169,7 +174,12 @@ def fit_ensemble(
     name = name or (meta if isinstance(meta, str) else "+".join(metas)).replace(",", "+")
     y, f, c = folds.labels, folds.fold_ids, folds.n_classes
 
-    candidates = cross_validate(runset, metas, params, n_jobs, use_cache, engine)
+    # the refits on all rows join the CV pool when they will be needed whatever the pick: one
+    # learner, or a blend (which mixes most of them); else the pick alone is refitted afterwards
+    learners = [m for m in metas if m != BLEND]
+    prefit = len(learners) == 1 or BLEND in metas
+    X_test = stacking.test_features(runset) if prefit else None
+    candidates = cross_validate(runset, metas, params, n_jobs, use_cache, engine, X_test)
     selected = stacking.choose(candidates)
     log.info("selected %s (CV macro-F1 %.4f)", selected.meta, selected.scores["macro_f1"])
 
@@ -195,8 +205,7 @@ def fit_ensemble(
         )
         nested_f1 = metrics.macro_f1(y, nested_proba.argmax(1), c)
 
-    est = refit(selected.meta, candidates, stacking.features(runset), y, c, params, n_jobs)
-    test_proba = est.predict_proba(stacking.test_features(runset))
+    est, test_proba = refit(selected.meta, candidates, runset, params, n_jobs)
     if offsets is not None:
         test_proba = metrics.softmax(stacking._log(test_proba) + offsets)
 
@@ -220,26 +229,35 @@ def fit_ensemble(
     return res
 
 
-def refit(meta: str, candidates, X, y, n_classes: int, params=None, n_jobs=None):
-    """The pick refitted on every OOF row; for ``blend``, its weights chosen on every row and
-    each weighted candidate refitted (in parallel: the costliest first)."""
+def refit(meta: str, candidates, runset: RunSet, params=None, n_jobs=None):
+    """The pick refitted on every OOF row and its test probabilities; for ``blend``, its weights
+    chosen on every row and each weighted candidate refitted. Refits already made in the CV pool
+    (``CVResult.refit``) are reused; the rest run in parallel, the costliest first."""
     from joblib import Parallel, delayed
 
-    from stackkit.blend import BLEND, Blend
     from stackkit.meta import RELATIVE_COST, make_learner
 
-    def make(m):
-        return make_learner(m, n_classes=n_classes, params=(params or {}).get(m))
-
-    if meta != BLEND:
-        return make(meta).fit(X, y)
-    blend = Blend.fit_from([r for r in candidates if r.meta != BLEND], y, n_classes)
-    names = sorted(blend.weights, key=lambda m: -RELATIVE_COST.get(m, 1.0))
-    jobs = min(len(names), effective_jobs(resolve_n_jobs(n_jobs, X)))
-    fitted = Parallel(n_jobs=jobs)(delayed(make(m).fit)(X, y) for m in names)
-    blend.learners = dict(zip(names, fitted))
+    X, Xt, y = stacking.features(runset), stacking.test_features(runset), runset.folds.labels
+    c = runset.folds.n_classes
+    by_name = {r.meta: r for r in candidates}
+    blend = None
+    if meta == BLEND:
+        blend = Blend.fit_from([r for r in candidates if r.meta != BLEND], y, c)
+        needed = list(blend.weights)
+    else:
+        needed = [meta]
+    have = {m: by_name[m].refit for m in needed if m in by_name and by_name[m].refit is not None}
+    todo = sorted((m for m in needed if m not in have), key=lambda m: -RELATIVE_COST.get(m, 1.0))
+    if todo:
+        jobs = min(len(todo), effective_jobs(resolve_n_jobs(n_jobs, X)))
+        make = [make_learner(m, n_classes=c, params=(params or {}).get(m)) for m in todo]
+        fitted = Parallel(n_jobs=jobs)(delayed(est.fit)(X, y) for est in make)
+        have.update({m: (est, est.predict_proba(Xt)) for m, est in zip(todo, fitted)})
+    if blend is None:
+        return have[meta]
+    blend.learners = {m: have[m][0] for m in needed}
     log.info("blend weights: %s", ", ".join(f"{m} {w:.2f}" for m, w in blend.weights.items()))
-    return blend
+    return blend, blend.mix({m: have[m][1] for m in needed})
 
 
 def effective_jobs(n_jobs: int) -> int:

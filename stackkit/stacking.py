@@ -51,6 +51,9 @@ class CVResult:
     scores: dict
     seconds: float
     params: dict = field(default_factory=dict)
+    # the learner refitted on every OOF row, when asked for in the same pool: (estimator, test
+    # probabilities); never cached, never written
+    refit: tuple | None = field(default=None, repr=False, compare=False)
 
     def row(self) -> dict:
         """The leaderboard.json candidate entry (CONTRACT.md)."""
@@ -64,10 +67,14 @@ class CVResult:
         }
 
 
-def _fit_predict(est, X, y, train, test, tag=None):
+def _fit_predict(est, X, y, train, test, tag=None, X_test=None):
+    """Fit on rows ``train``; predict rows ``test`` of X, or (``test`` None) all of ``X_test``
+    and hand the fitted estimator back too."""
     t0 = time.perf_counter()
     est = clone(est).fit(X[train], y[train])
-    return tag, test, est.predict_proba(X[test]), time.perf_counter() - t0
+    if test is None:
+        return tag, None, est.predict_proba(X_test), time.perf_counter() - t0, est
+    return tag, test, est.predict_proba(X[test]), time.perf_counter() - t0, None
 
 
 def cross_val_proba(
@@ -92,20 +99,20 @@ def cross_val_proba(
         parts = Parallel(n_jobs=n_jobs)(
             delayed(_fit_predict)(estimator, X, y, tr, te) for tr, te in splits
         )
-    for _, test, proba, _ in parts:
+    for _, test, proba, _, _ in parts:
         out[test] = proba
     return out
 
 
 @dataclass(frozen=True)
 class Task:
-    """One fit: learner ``meta`` fitted on rows ``train``, predicting rows ``test``; ``tag``
-    tells the caller which result is which."""
+    """One fit: learner ``meta`` fitted on rows ``train``, predicting rows ``test`` (None: the
+    test set, keeping the fitted learner); ``tag`` tells the caller which result is which."""
 
     tag: tuple
     meta: str
     train: np.ndarray
-    test: np.ndarray
+    test: np.ndarray | None
 
 
 def run_tasks(
@@ -116,8 +123,10 @@ def run_tasks(
     n_jobs: int = 1,
     engine: str = "local",
     progress=None,
+    X_test: np.ndarray | None = None,
 ) -> dict:
-    """Every fit of every learner in one pool: ``{tag: (test rows, probabilities, seconds)}``.
+    """Every fit of every learner in one pool:
+    ``{tag: (test rows, probabilities, seconds, fitted learner or None)}``.
 
     One pool for all learners' folds rather than one per learner: the costliest fits start first
     (``meta.RELATIVE_COST``), so the cheap ones fill the gaps and no core waits for a learner's
@@ -135,10 +144,11 @@ def run_tasks(
         # Ray's joblib backend returns only whole lists (progress then comes at the end)
         ret = "generator_unordered" if engine == "local" else "list"
         parts = Parallel(n_jobs=n_jobs, return_as=ret)(
-            delayed(_fit_predict)(estimators[t.meta], X, y, t.train, t.test, t.tag) for t in order
+            delayed(_fit_predict)(estimators[t.meta], X, y, t.train, t.test, t.tag, X_test)
+            for t in order
         )
-        for tag, test, proba, seconds in parts:
-            out[tag] = (test, proba, seconds)
+        for tag, test, proba, seconds, est in parts:
+            out[tag] = (test, proba, seconds, est)
             if progress is not None:
                 progress(tag)
     return out
@@ -154,30 +164,42 @@ def cross_val_many(
     n_jobs: int = 1,
     engine: str = "local",
     progress=None,
+    X_test: np.ndarray | None = None,
 ) -> list[CVResult]:
     """Cross-validate several named meta learners over the stored folds, all folds of all
     learners in one pool (:func:`run_tasks`). ``CVResult.seconds`` is the sum of the learner's
-    fold fits (fit + predict), not wall time: in a shared pool the learners overlap."""
+    fold fits (fit + predict), not wall time: in a shared pool the learners overlap.
+
+    With ``X_test``, each learner is also refitted on every row in the same pool, and
+    ``CVResult.refit`` holds (fitted learner, its ``X_test`` probabilities): the refits then fill
+    the pool's idle cores instead of running after it."""
     from stackkit.meta import make_learner
 
     params = params or {}
     ests = {m: make_learner(m, n_classes=n_classes, params=params.get(m)) for m in metas}
     tasks = [Task((m, k), m, tr, te) for m in metas
              for k, (tr, te) in enumerate(PredefinedSplit(fold_ids).split())]  # fmt: skip
-    done = run_tasks(tasks, ests, X, y, n_jobs, engine, progress)
+    refits = (
+        [] if X_test is None else [Task((m, "refit"), m, np.arange(len(y)), None) for m in metas]
+    )
+    done = run_tasks(tasks + refits, ests, X, y, n_jobs, engine, progress, X_test)
     results = []
     for m in metas:
         proba = np.zeros((len(y), n_classes), dtype=np.float64)
         seconds = 0.0
         for t in tasks:
             if t.meta == m:
-                test, p, s = done[t.tag]
+                test, p, s, _ = done[t.tag]
                 proba[test] = p
                 seconds += s
         scores = metrics.scores(y, proba, fold_ids)
         log.info("%-8s CV macro-F1 %.4f (± %.4f over folds), fits %.1fs",
                  m, scores["macro_f1"], scores["macro_f1_std"], seconds)  # fmt: skip
-        results.append(CVResult(m, proba, scores, seconds, dict(params.get(m) or {})))
+        refit = None
+        if X_test is not None:
+            _, test_proba, _, fitted = done[(m, "refit")]
+            refit = (fitted, test_proba)
+        results.append(CVResult(m, proba, scores, seconds, dict(params.get(m) or {}), refit))
     return results
 
 
@@ -250,7 +272,7 @@ def nested_cv(
         for m in learners:
             proba = np.zeros((len(y), n_classes))
             for j in outer[outer != k]:
-                test, p, _ = done[(k, m, j)]
+                test, p, _, _ = done[(k, m, j)]
                 proba[test] = p
             proba = proba[inner]
             results.append(CVResult(m, proba, metrics.scores(yi, proba, fi), 0.0))

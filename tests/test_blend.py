@@ -56,7 +56,7 @@ def test_blend_cv_chooses_weights_on_the_other_folds_only(store):
 def test_blend_refit_mixes_the_refitted_candidates(store):
     rs, X, y, f = _inputs(store)
     cands = stacking.cross_val_many(METAS, X, y, f, 18)
-    blend = refit(BLEND, cands, X, y, 18, n_jobs=1)
+    blend, test_proba = refit(BLEND, cands, rs, n_jobs=1)
     assert isinstance(blend, Blend)
     assert sum(blend.weights.values()) == pytest.approx(1.0)
     Xt = stacking.test_features(rs)
@@ -69,6 +69,11 @@ def test_blend_refit_mixes_the_refitted_candidates(store):
         if w > 0
     )
     np.testing.assert_allclose(blend.predict_proba(Xt), mixed, atol=1e-10)
+    np.testing.assert_allclose(test_proba, mixed, atol=1e-10)
+    # refits made in the CV pool are the same learners
+    pooled = stacking.cross_val_many(METAS, X, y, f, 18, X_test=Xt)
+    _, again = refit(BLEND, pooled, rs, n_jobs=1)
+    np.testing.assert_allclose(again, mixed, atol=1e-10)
     assert blend.run_weights_.sum() == pytest.approx(1.0)
 
 
@@ -84,10 +89,8 @@ def test_fit_with_blend_writes_it_like_any_pick(store, monkeypatch):
     ens = json.loads((store.ensemble_dir("forced") / "ensemble.json").read_text())
     assert ens["meta"] == BLEND and set(ens["learner"]["weights"]) <= set(METAS)
     assert sum(ens["run_weights"].values()) == pytest.approx(1.0)
-    rs, X, y, _f = _inputs(store)
-    want = refit(BLEND, forced.candidates, X, y, 18, n_jobs=1).predict_proba(
-        stacking.test_features(rs)
-    )
+    rs = _inputs(store)[0]
+    _, want = refit(BLEND, forced.candidates, rs, n_jobs=1)
     np.testing.assert_allclose(forced.test_proba, want, atol=1e-10)
     np.testing.assert_allclose(forced.oof_proba, forced.candidates[-1].oof_proba)
 

@@ -137,7 +137,7 @@ CANDIDATE_COLUMNS = [
     ("cv_macro_f1_std", "± folds", ".4f"),
     ("cv_accuracy", "accuracy", ".4f"),
     ("cv_log_loss", "log loss", ".4f"),
-    ("seconds", "seconds", ".1f"),
+    ("seconds", "fit seconds", ".1f"),
     ("pick", "", ""),
 ]
 

@@ -205,7 +205,7 @@ def fit_ensemble(
         )
         nested_f1 = metrics.macro_f1(y, nested_proba.argmax(1), c)
 
-    est, test_proba = refit(selected.meta, candidates, runset, params, n_jobs)
+    est, test_proba = refit(selected.meta, candidates, runset, params, n_jobs, X_test)
     if offsets is not None:
         test_proba = metrics.softmax(stacking._log(test_proba) + offsets)
 
@@ -229,7 +229,7 @@ def fit_ensemble(
     return res
 
 
-def refit(meta: str, candidates, runset: RunSet, params=None, n_jobs=None):
+def refit(meta: str, candidates, runset: RunSet, params=None, n_jobs=None, X_test=None):
     """The pick refitted on every OOF row and its test probabilities; for ``blend``, its weights
     chosen on every row and each weighted candidate refitted. Refits already made in the CV pool
     (``CVResult.refit``) are reused; the rest run in parallel, the costliest first."""
@@ -237,7 +237,8 @@ def refit(meta: str, candidates, runset: RunSet, params=None, n_jobs=None):
 
     from stackkit.meta import RELATIVE_COST, make_learner
 
-    X, Xt, y = stacking.features(runset), stacking.test_features(runset), runset.folds.labels
+    X, y = stacking.features(runset), runset.folds.labels
+    Xt = stacking.test_features(runset) if X_test is None else X_test
     c = runset.folds.n_classes
     by_name = {r.meta: r for r in candidates}
     blend = None

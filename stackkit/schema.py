@@ -97,11 +97,14 @@ def _string_column(df: pd.DataFrame, col: str, where: str) -> pd.Series:
     bad = s.isna().to_numpy()
     if not (pd.api.types.is_string_dtype(s) or pd.api.types.is_object_dtype(s)):
         raise _fail(where, f"column {col} must be string, got {s.dtype}")
-    values = s.astype(object)
-    notstr = np.array([not isinstance(v, str) for v in values]) | bad
+    if isinstance(s.dtype, pd.StringDtype):  # as parquet string columns read: every value a str
+        values, notstr = s, bad
+    else:
+        values = s.astype(object)
+        notstr = np.array([not isinstance(v, str) for v in values]) | bad
     if notstr.any():
         raise _fail(where, f"{_row(df, int(np.argmax(notstr)))}: {col} is not a string")
-    empty = (values.str.len() == 0).to_numpy()
+    empty = (values.str.len() == 0).fillna(False).to_numpy(dtype=bool)
     if empty.any():
         raise _fail(where, f"row {int(np.argmax(empty))}: {col} is empty")
     return values.astype("string")

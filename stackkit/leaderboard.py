@@ -1,8 +1,9 @@
 """``stackkit leaderboard``: every run and every meta candidate over the chosen runs, in one table.
 
 Runs are scored on their own OOF logits; meta candidates by cross-validated OOF macro-F1 over
-the stored folds; the leave-one-run-out column says how much the best candidate loses when each
-run is dropped (positive: the run helps). CV results come from the on-disk cache when the inputs
+the stored folds; the leave-one-run-out column says how much the best single learner (never a
+blend, whose column would redo every candidate's CV per run) loses when each run is dropped
+(positive: the run helps). CV results come from the on-disk cache when the inputs
 and parameters are unchanged, so asking twice costs only reading the runs.
 """
 
@@ -63,13 +64,14 @@ def leaderboard(
     candidates = cross_validate(runset, metas, params, n_jobs, use_cache)
     best = choose(candidates)
     loro_meta = None
-    if loro and runset.n_runs > 1:
-        loro_meta = best.meta
-        full = best.scores["macro_f1"]
-        # a blend needs the candidates it mixes, refitted without the run too
-        redo = [c.meta for c in candidates] if loro_meta == BLEND else [loro_meta]
+    singles = [c for c in candidates if c.meta != BLEND]
+    if loro and runset.n_runs > 1 and singles:
+        # the best single learner: a blend's column would redo every candidate's CV per run
+        # (on the reference case, ten times auto's work)
+        ref = choose(singles)
+        loro_meta, full = ref.meta, ref.scores["macro_f1"]
         for row in rows:
             rest = [n for n in runset.names if n != row["run"]]
-            res = cross_validate(runset.subset(rest), redo, params, n_jobs, use_cache)[-1]
+            (res,) = cross_validate(runset.subset(rest), [loro_meta], params, n_jobs, use_cache)
             row["loro_delta"] = full - res.scores["macro_f1"]
     return Leaderboard(runset, rows, candidates, best, loro_meta)

@@ -238,7 +238,7 @@ def decide_bias(proba, y, fold_ids, **params) -> BiasDecision:
     before, after = macro_f1(y, proba.argmax(1), c), macro_f1(y, tuned.argmax(1), c)
     if after > before:
         return BiasDecision(BiasTuner(**params).fit(lp, y).offsets_, after, tuned)
-    log.info("bias tuning did not raise the CV macro-F1 (%.4f -> %.4f): not applied", before, after)
+    log.debug("bias tuning did not raise the CV macro-F1 (%.4f -> %.4f)", before, after)
     return BiasDecision(None, after, proba)
 
 

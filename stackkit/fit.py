@@ -106,7 +106,7 @@ def cross_validate(
 ) -> list[stacking.CVResult]:
     """CV results for each named learner: from the on-disk cache when the inputs match, the rest
     computed together in one pool of fold fits (``stacking.cross_val_many``) and then cached.
-    ``blend`` comes last, from the others' results (cheap: not cached). With ``X_test``, the
+    ``blend`` comes last, from the others' results (cached too). With ``X_test``, the
     learners computed here are refitted on all rows in the same pool (``CVResult.refit``)."""
     from tqdm.auto import tqdm
 
@@ -136,8 +136,10 @@ def cross_validate(
         kept = computed.get(m)
         r = cached(*args[m], computed=None if kept is None else replace(kept, refit=None))
         out.append(r if kept is None else replace(r, refit=kept.refit))
-    if blend:
-        out.append(cross_val_blend(out, y, f, c))
+    if blend:  # keyed by the candidates it mixes and their parameters
+        bargs = (key, BLEND, {BLEND: {m: p[m][m] for m in metas}}, X, y, f, c, n_jobs, engine)
+        done = use_cache and cached.check_call_in_cache(*bargs)
+        out.append(cached(*bargs, computed=None if done else cross_val_blend(out, y, f, c)))
     return out
 
 

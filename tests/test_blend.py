@@ -110,3 +110,18 @@ def test_nested_and_loro_handle_a_blend(store):
     assert board.runs[0]["loro_delta"] == pytest.approx(
         single.scores["macro_f1"] - rest.scores["macro_f1"]
     )
+
+
+def test_blend_cv_is_cached_with_its_candidates(store, monkeypatch):
+    import stackkit.fit as fit_mod
+
+    rs = store.load_runs(None, store.read_folds())
+    first = cross_validate(rs, ["vote", "lr", BLEND], None)
+    calls = []
+    real = fit_mod.cross_val_blend
+    monkeypatch.setattr(fit_mod, "cross_val_blend", lambda *a: calls.append(a) or real(*a))
+    again = cross_validate(rs, ["vote", "lr", BLEND], None)
+    assert calls == []  # answered from the cache
+    np.testing.assert_array_equal(again[-1].oof_proba, first[-1].oof_proba)
+    other = cross_validate(rs, ["vote", "knn", BLEND], None)  # other candidates: computed anew
+    assert len(calls) == 1 and other[-1].meta == BLEND

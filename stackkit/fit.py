@@ -24,7 +24,7 @@ import pandas as pd
 from stackkit import __version__, metrics, schema, stacking
 from stackkit.blend import BLEND, Blend, cross_val_blend
 from stackkit.cache import inputs_key, memory
-from stackkit.engine import check_engine
+from stackkit.engine import check_engine, warm_local_workers
 from stackkit.errors import StackkitError
 from stackkit.store import RunSet, Store, atomic_dir, write_json, write_parquet
 
@@ -88,11 +88,13 @@ def check_run_names(store: Store, runs: list[str] | None) -> list[str] | None:
 PARALLEL_FROM_CELLS = 2_000_000
 
 
-def resolve_n_jobs(n_jobs: int | None, X: np.ndarray) -> int:
-    """``None``: every core for large inputs, one process for small ones."""
+def resolve_n_jobs(n_jobs: int | None, X: np.ndarray | int) -> int:
+    """``None``: every core for large inputs, one process for small ones (``X``: the feature
+    matrix or its number of cells)."""
     if n_jobs is not None:
         return n_jobs
-    return -1 if X.size >= PARALLEL_FROM_CELLS else 1
+    cells = X if isinstance(X, int) else X.size
+    return -1 if cells >= PARALLEL_FROM_CELLS else 1
 
 
 def cross_validate(
@@ -172,7 +174,15 @@ def fit_ensemble(
     runs = check_run_names(store, runs)
     for m, p in (params or {}).items():  # fail on a bad --param before any work
         make_learner(m, n_classes=folds.n_classes, params=p)
-    runset = store.load_runs(runs, folds)
+    warm = None
+    if engine == "local":  # start the worker processes while the runs are read and checked
+        cells = len(folds.frame) * len(runs or store.run_names()) * folds.n_classes
+        warm = warm_local_workers(resolve_n_jobs(n_jobs, cells))
+    try:
+        runset = store.load_runs(runs, folds)
+    finally:  # also on bad input: never leave the warm-up running behind an error
+        if warm is not None:
+            warm.join()
     name = name or (meta if isinstance(meta, str) else "+".join(metas)).replace(",", "+")
     y, f, c = folds.labels, folds.fold_ids, folds.n_classes
 

@@ -235,3 +235,16 @@ def test_nested_estimate(store):
     assert len(res.nested_picks) == 5 and set(res.nested_picks) <= {"vote", "lr"}
     board = json.loads((store.ensemble_dir("n") / "leaderboard.json").read_text())
     assert board["nested_macro_f1"] == pytest.approx(res.nested_macro_f1)
+
+
+def test_workers_are_warmed_only_for_a_pool():
+    from joblib import Parallel, delayed
+
+    from stackkit.engine import warm_local_workers
+
+    assert warm_local_workers(1) is None
+    thread = warm_local_workers(2)
+    thread.join(timeout=120)
+    assert not thread.is_alive()
+    # the warmed workers serve the next pool
+    assert len(Parallel(n_jobs=2)(delayed(abs)(-i) for i in range(4))) == 4

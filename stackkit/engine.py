@@ -103,7 +103,8 @@ def _ready() -> int:
 
 def warm_local_workers(n_jobs: int):
     """Start joblib's worker processes, and their imports, in a background thread; returns the
-    thread (join it before the first real ``Parallel``), or None when one process will do.
+    thread (join it before the first real ``Parallel``; its ``worker_pids`` then lists the
+    processes it reached), or None when one process will do.
 
     Starting 2 workers and importing scikit-learn and xgboost in them takes ~1.5 s; done while
     the parent reads and validates the runs, the first real pool finds them ready (joblib
@@ -119,10 +120,11 @@ def warm_local_workers(n_jobs: int):
 
     def warm():
         try:
-            Parallel(n_jobs=n_jobs)(delayed(_ready)() for _ in range(n))
+            thread.worker_pids = set(Parallel(n_jobs=n_jobs)(delayed(_ready)() for _ in range(n)))
         except Exception:  # only a head start: the real pool starts its own workers if need be
             log.debug("warming the worker pool failed", exc_info=True)
 
     thread = threading.Thread(target=warm, name="stackkit-warm-workers", daemon=True)
+    thread.worker_pids = set()
     thread.start()
     return thread

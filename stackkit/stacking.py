@@ -91,15 +91,12 @@ def cross_val_proba(
     ``engine="ray"`` fits the folds on a Ray cluster (joblib's Ray backend, every fold at once
     unless ``n_jobs`` > 1 says otherwise); the result is the same as with ``"local"``.
     """
+    tasks = [Task((k,), "estimator", tr, te)
+             for k, (tr, te) in enumerate(PredefinedSplit(fold_ids).split())]  # fmt: skip
     out = np.zeros((len(y), n_classes), dtype=np.float64)
-    splits = PredefinedSplit(fold_ids).split()
-    if engine != "local" and n_jobs == 1:
-        n_jobs = -1
-    with parallel_backend(engine):
-        parts = Parallel(n_jobs=n_jobs)(
-            delayed(_fit_predict)(estimator, X, y, tr, te) for tr, te in splits
-        )
-    for _, test, proba, _, _ in parts:
+    for test, proba, _, _ in run_tasks(
+        tasks, {"estimator": estimator}, X, y, n_jobs, engine
+    ).values():
         out[test] = proba
     return out
 

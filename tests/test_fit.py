@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 
 import numpy as np
 import pandas as pd
@@ -248,3 +249,7 @@ def test_workers_are_warmed_only_for_a_pool():
     assert not thread.is_alive()
     # the warmed workers serve the next pool
     assert len(Parallel(n_jobs=2)(delayed(abs)(-i) for i in range(4))) == 4
+    assert (
+        thread.worker_pids
+        and set(Parallel(n_jobs=2)(delayed(os.getpid)() for _ in range(4))) <= thread.worker_pids
+    )

@@ -23,7 +23,7 @@ from typing import Annotated, Optional
 import typer
 
 from stackkit.cli import ArtifactsOpt, expected_errors
-from stackkit.errors import StackkitError
+from stackkit.contract.errors import StackkitError
 
 app = typer.Typer(add_completion=False, pretty_exceptions_enable=False)
 jobs_app = typer.Typer(
@@ -118,7 +118,7 @@ def main_command(
 ) -> None:
     """Train timm backbones on every fold of folds.parquet and write their runs."""
     _logging(verbose)
-    from stackkit.engine import check_engine
+    from stackkit.cv.engine import check_engine
 
     options = dict(
         epochs=epochs, img_size=img_size, batch=batch, lr=lr, pretrained=pretrained, pseudo=pseudo,

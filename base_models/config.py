@@ -19,7 +19,7 @@ from pathlib import Path
 
 import yaml
 
-from stackkit.errors import StackkitError
+from stackkit.contract.errors import StackkitError
 
 CONFIG_DIR = Path(__file__).parent / "configs"
 DEFAULT_SEED = 42  # the same default as `stackkit folds --seed`

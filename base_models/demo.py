@@ -69,7 +69,7 @@ def _test_f1(proba: pd.DataFrame, answers: pd.Series) -> float:
 
 def _run_rows(artifacts: Path, runs: list[str], answers: pd.Series) -> list[dict]:
     from stackkit import metrics
-    from stackkit.store import Store
+    from stackkit.contract.store import Store
 
     store = Store(artifacts)
     folds = store.read_folds()

@@ -10,7 +10,7 @@ task is :func:`base_models.runner.run_fold`: one GPU (or ``cpus`` CPUs where the
 GPU), a fresh worker process per task (``max_calls=1``, so its GPU memory is freed), retried when
 its worker dies. Driver and workers must see the same ``data`` and ``artifacts`` paths (a shared
 filesystem) and the same stackkit. The cluster is ``RAY_ADDRESS``, else a local one on loopback
-(see :mod:`stackkit.engine`).
+(see :mod:`stackkit.cv.engine`).
 """
 
 from __future__ import annotations
@@ -21,9 +21,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from base_models import runner, shards
-from stackkit import engine
-from stackkit.errors import StackkitError
-from stackkit.store import Store
+from stackkit.contract.errors import StackkitError
+from stackkit.contract.store import Store
+from stackkit.cv import engine
 
 log = logging.getLogger(__name__)
 

@@ -27,8 +27,8 @@ import numpy as np
 from PIL import Image
 from tqdm.auto import tqdm
 
-from stackkit.errors import StackkitError
-from stackkit.store import atomic_path, write_json
+from stackkit.contract.errors import StackkitError
+from stackkit.contract.store import atomic_path, write_json
 
 log = logging.getLogger(__name__)
 

@@ -15,8 +15,8 @@ import logging
 import sys
 from pathlib import Path
 
-from stackkit.errors import StackkitError
-from stackkit.store import atomic_path
+from stackkit.contract.errors import StackkitError
+from stackkit.contract.store import atomic_path
 
 log = logging.getLogger(__name__)
 

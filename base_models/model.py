@@ -13,7 +13,7 @@ from pathlib import Path
 import timm
 import torch
 
-from stackkit.errors import StackkitError
+from stackkit.contract.errors import StackkitError
 
 log = logging.getLogger(__name__)
 

@@ -49,10 +49,11 @@ from base_models.images import build_cache, scale_size
 from base_models.loop import fit, predict
 from base_models.model import create, load_pretrained
 from base_models.splits import ImageTable, Split, build_splits, image_table
-from stackkit import metrics, schema
-from stackkit.datasets import AGE_BOUNDARY, load_dataset
-from stackkit.errors import StackkitError
-from stackkit.store import Store, file_sha256
+from stackkit import metrics
+from stackkit.contract import schema
+from stackkit.contract.errors import StackkitError
+from stackkit.contract.store import Store, file_sha256
+from stackkit.data.layouts import AGE_BOUNDARY, load_dataset
 
 log = logging.getLogger(__name__)
 

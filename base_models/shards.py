@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from stackkit.store import read_parquet, write_json, write_parquet
+from stackkit.contract.store import read_parquet, write_json, write_parquet
 
 SHARD_DIR = "shards"
 

@@ -17,9 +17,9 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from stackkit import schema
-from stackkit.datasets import Dataset
-from stackkit.errors import StackkitError
+from stackkit.contract import schema
+from stackkit.contract.errors import StackkitError
+from stackkit.data.layouts import Dataset
 
 log = logging.getLogger(__name__)
 

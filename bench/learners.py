@@ -18,10 +18,11 @@ import warnings
 
 import numpy as np
 
-from stackkit import schema
-from stackkit.meta import SIMPLICITY, make_learner, parse_params
+from stackkit.contract import schema
+from stackkit.data.synthetic import make_case
+from stackkit.meta.defaults import SIMPLICITY
+from stackkit.meta.registry import make_learner, parse_params
 from stackkit.metrics import log_loss, macro_f1, softmax
-from stackkit.synthetic import make_case
 
 
 def reference(n_groups: int, n_test: int, n_runs: int, seed: int):

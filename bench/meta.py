@@ -1,6 +1,6 @@
 """Benchmark of the meta stage: `stackkit fit --meta auto` against the naive scikit-learn loop.
 
-Reference case (stackkit.synthetic.make_case): 10 runs x 18,900 train rows (2,700 people x 7)
+Reference case (stackkit.data.synthetic.make_case): 10 runs x 18,900 train rows (2,700 people x 7)
 x 18 classes, 12,600 test rows; runs of varied quality with correlated errors and rare classes.
 
     python bench/meta.py                      # auto, every candidate, the naive loop
@@ -22,9 +22,9 @@ from pathlib import Path
 import numpy as np
 
 from stackkit import metrics
+from stackkit.contract.store import Store
+from stackkit.data.synthetic import make_case
 from stackkit.fit import fit_ensemble
-from stackkit.store import Store
-from stackkit.synthetic import make_case
 from stackkit.tables import format_table
 
 NAIVE = ("lr", "svm", "knn", "rf", "xgboost")

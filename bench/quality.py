@@ -31,11 +31,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from stackkit import metrics, schema
+from stackkit import metrics
+from stackkit.contract import schema
+from stackkit.contract.store import Store
+from stackkit.data.folds import make_folds
+from stackkit.data.synthetic import Case, make_case
 from stackkit.fit import fit_ensemble
-from stackkit.folds import make_folds
-from stackkit.store import Store
-from stackkit.synthetic import Case, make_case
 from stackkit.tables import format_table
 
 

@@ -2,7 +2,7 @@
 
 Each command parses its options, calls one library function with the same parameter names,
 and prints a short summary. Logging is configured here only; expected failures
-(:class:`~stackkit.errors.StackkitError`) print one line on stderr and exit 1.
+(:class:`~stackkit.contract.errors.StackkitError`) print one line on stderr and exit 1.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from stackkit.errors import StackkitError
+from stackkit.contract.errors import StackkitError
 
 app = typer.Typer(
     name="stackkit",
@@ -82,7 +82,7 @@ RunsOpt = Annotated[
 
 
 def _params(items: list[str] | None) -> dict:
-    from stackkit.meta import parse_params
+    from stackkit.meta.registry import parse_params
 
     return parse_params(items or [])
 
@@ -107,8 +107,8 @@ def import_cmd(
     artifacts: ArtifactsOpt = None,
 ) -> None:
     """Bring logits or probabilities made elsewhere into a run, checked like any other."""
+    from stackkit.contract.store import Store
     from stackkit.importer import import_run
-    from stackkit.store import Store
 
     store = Store(artifacts)
     path = import_run(
@@ -181,8 +181,8 @@ def fit_cmd(
     ] = "local",
 ) -> None:
     """Cross-validate meta learners over the stored runs, pick one, write ensembles/NAME/."""
+    from stackkit.contract.store import Store
     from stackkit.fit import fit_ensemble
-    from stackkit.store import Store
     from stackkit.tables import format_table
 
     res = fit_ensemble(
@@ -240,8 +240,8 @@ def leaderboard_cmd(
     artifacts: ArtifactsOpt = None,
 ) -> None:
     """Every run and every meta candidate over the chosen runs, with leave-one-run-out."""
+    from stackkit.contract.store import Store
     from stackkit.leaderboard import leaderboard
-    from stackkit.store import Store
     from stackkit.tables import format_table
 
     if compare is not None:
@@ -294,8 +294,8 @@ def report_cmd(
     artifacts: ArtifactsOpt = None,
 ) -> None:
     """One self-contained HTML page about an ensemble: plots, per-class scores, diversity."""
-    from stackkit.report import build_report
-    from stackkit.store import Store
+    from stackkit.contract.store import Store
+    from stackkit.report.build import build_report
 
     print(build_report(Store(artifacts), ensemble=ensemble, out=out))
 
@@ -319,7 +319,7 @@ def folds(
     ] = None,
 ) -> None:
     """Assign train samples to folds (stratified, groups kept whole): writes folds.parquet."""
-    from stackkit.datasets import folds_for_data
+    from stackkit.data.layouts import folds_for_data
 
     result = folds_for_data(
         data, artifacts=artifacts, n_folds=n_folds, seed=seed, force=force,
@@ -372,8 +372,8 @@ def pseudo_label_cmd(
     artifacts: ArtifactsOpt = None,
 ) -> None:
     """Choose confident test samples of an ensemble: writes pseudo/NAME/pseudo.parquet."""
+    from stackkit.contract.store import Store
     from stackkit.pseudo import parse_class_thresholds, pseudo_label
-    from stackkit.store import Store
     from stackkit.tables import format_table
 
     res = pseudo_label(
@@ -410,7 +410,7 @@ def demo_data_cmd(
     """Write drawn demo faces in the mask competition's layout (train/, eval/, eval/answers.csv)."""
     import time
 
-    from stackkit.demo_data import make_demo_data, parse_size
+    from stackkit.data.demo import make_demo_data, parse_size
 
     t0 = time.perf_counter()
     res = make_demo_data(

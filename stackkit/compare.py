@@ -20,9 +20,10 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from stackkit import metrics, schema
-from stackkit.errors import StackkitError
-from stackkit.store import Store, read_parquet
+from stackkit import metrics
+from stackkit.contract import schema
+from stackkit.contract.errors import StackkitError
+from stackkit.contract.store import Store, read_parquet
 
 log = logging.getLogger(__name__)
 

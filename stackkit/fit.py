@@ -21,12 +21,14 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from stackkit import __version__, metrics, schema, stacking
-from stackkit.blend import BLEND, Blend, cross_val_blend
-from stackkit.cache import inputs_key, memory
-from stackkit.engine import check_engine, warm_local_workers
-from stackkit.errors import StackkitError
-from stackkit.store import RunSet, Store, atomic_dir, write_json, write_parquet
+from stackkit import __version__, metrics
+from stackkit.contract import schema
+from stackkit.contract.errors import StackkitError
+from stackkit.contract.store import RunSet, Store, atomic_dir, write_json, write_parquet
+from stackkit.cv import stacking
+from stackkit.cv.blend import BLEND, Blend, cross_val_blend
+from stackkit.cv.cache import inputs_key, memory
+from stackkit.cv.engine import check_engine, warm_local_workers
 
 log = logging.getLogger(__name__)
 
@@ -50,9 +52,9 @@ class FitResult:
 
 def resolve_metas(meta: str | list[str]) -> list[str]:
     """``"auto"`` -> all seven learners in simplicity order, then ``blend`` (the level-2 mix of
-    them, stackkit.blend); ``blend`` alone -> the same; else the listed names, each checked
+    them, stackkit.cv.blend); ``blend`` alone -> the same; else the listed names, each checked
     (``blend`` beside others mixes those)."""
-    from stackkit.meta import SIMPLICITY
+    from stackkit.meta.defaults import SIMPLICITY
 
     names = [m.strip() for m in (meta.split(",") if isinstance(meta, str) else meta) if m.strip()]
     if not names:
@@ -165,8 +167,8 @@ def fit_ensemble(
     engine: str = "local",
 ) -> FitResult:
     """Fit the ensemble and write ``ensembles/<name>/`` (see module docstring)."""
-    from stackkit.decision import decide_bias
-    from stackkit.meta import make_learner
+    from stackkit.meta.bias import decide_bias
+    from stackkit.meta.registry import make_learner
 
     metas = resolve_metas(meta)
     check_engine(engine)
@@ -247,7 +249,8 @@ def refit(meta: str, candidates, runset: RunSet, params=None, n_jobs=None, X_tes
     (``CVResult.refit``) are reused; the rest run in parallel, the costliest first."""
     from joblib import Parallel, delayed
 
-    from stackkit.meta import RELATIVE_COST, make_learner
+    from stackkit.meta.defaults import RELATIVE_COST
+    from stackkit.meta.registry import make_learner
 
     X, y = stacking.features(runset), runset.folds.labels
     Xt = stacking.test_features(runset) if X_test is None else X_test

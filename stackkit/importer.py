@@ -24,9 +24,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from stackkit import metrics, schema
-from stackkit.errors import StackkitError
-from stackkit.store import Store
+from stackkit import metrics
+from stackkit.contract import schema
+from stackkit.contract.errors import StackkitError
+from stackkit.contract.store import Store
 
 log = logging.getLogger(__name__)
 

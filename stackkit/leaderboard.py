@@ -13,10 +13,11 @@ import logging
 from dataclasses import dataclass
 
 from stackkit import metrics
-from stackkit.blend import BLEND
+from stackkit.contract.store import RunSet, Store
+from stackkit.cv.blend import BLEND
+from stackkit.cv.result import CVResult
+from stackkit.cv.stacking import choose
 from stackkit.fit import check_run_names, cross_validate, resolve_metas
-from stackkit.stacking import CVResult, choose
-from stackkit.store import RunSet, Store
 
 log = logging.getLogger(__name__)
 

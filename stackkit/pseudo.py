@@ -32,9 +32,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from stackkit import schema
-from stackkit.errors import ContractError, StackkitError
-from stackkit.store import Store, file_sha256, read_json, read_parquet
+from stackkit.contract import schema
+from stackkit.contract.errors import ContractError, StackkitError
+from stackkit.contract.store import Store, file_sha256, read_json, read_parquet
 
 log = logging.getLogger(__name__)
 

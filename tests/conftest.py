@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from stackkit.store import Store
-from stackkit.synthetic import make_case
+from stackkit.contract.store import Store
+from stackkit.data.synthetic import make_case
 
 
 @pytest.fixture(scope="session")

@@ -23,10 +23,10 @@ from base_models.cli import app
 from base_models.config import resolve_config
 from base_models.shards import read_record
 from base_models.splits import build_splits, image_table
-from stackkit import schema
-from stackkit.datasets import folds_for_data, load_dataset
-from stackkit.errors import StackkitError
-from stackkit.store import Store
+from stackkit.contract import schema
+from stackkit.contract.errors import StackkitError
+from stackkit.contract.store import Store
+from stackkit.data.layouts import folds_for_data, load_dataset
 
 FAST = {"model": "test_resnet", "device": "cpu", "workers": 0, "threads": 1, "epochs": 1}
 

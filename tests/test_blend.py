@@ -8,13 +8,15 @@ import numpy as np
 import pytest
 from sklearn.metrics import f1_score
 
-from stackkit import metrics, stacking
-from stackkit.blend import BLEND, Blend, cross_val_blend
+from stackkit import metrics
+from stackkit.cv import stacking
+from stackkit.cv.blend import BLEND, Blend, cross_val_blend
+from stackkit.cv.stacking import choose
 from stackkit.fit import cross_validate, fit_ensemble, refit, resolve_metas
 from stackkit.leaderboard import leaderboard
-from stackkit.meta import SIMPLICITY, make_learner
-from stackkit.selection import CaruanaSelection
-from stackkit.stacking import choose
+from stackkit.meta.caruana import CaruanaSelection
+from stackkit.meta.defaults import SIMPLICITY
+from stackkit.meta.registry import make_learner
 
 
 @pytest.fixture(autouse=True)

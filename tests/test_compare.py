@@ -7,7 +7,7 @@ import pytest
 from sklearn.metrics import f1_score
 
 from stackkit import compare as cmp
-from stackkit.errors import StackkitError
+from stackkit.contract.errors import StackkitError
 
 
 def _onehot(pred: np.ndarray, c: int) -> np.ndarray:

@@ -1,4 +1,4 @@
-"""stackkit.datasets: the mask and manifest layouts, label fixes, and their errors."""
+"""stackkit.data.layouts: the mask and manifest layouts, label fixes, and their errors."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ import pandas as pd
 import pytest
 from imagedata import make_manifest_data, make_mask_data
 
-from stackkit.datasets import MASK_CLASSES, _age_class, load_dataset
-from stackkit.errors import StackkitError
+from stackkit.contract.errors import StackkitError
+from stackkit.data.layouts import MASK_CLASSES, _age_class, load_dataset
 
 
 @pytest.fixture(scope="module")

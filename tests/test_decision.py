@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from sklearn.base import clone
 
-from stackkit.decision import BiasTuner, cross_val_bias, line_search, score_labels
+from stackkit.meta.bias import BiasTuner, cross_val_bias, line_search, score_labels
 from stackkit.metrics import log_softmax, macro_f1
 
 
@@ -152,7 +152,7 @@ def test_cross_val_bias_fits_on_the_other_folds(small_case):
 @pytest.mark.slow
 def test_in_cv_gain_on_reference_case():
     """On the reference case the honest (in-CV) gain of bias tuning is positive."""
-    from stackkit.synthetic import make_case
+    from stackkit.data.synthetic import make_case
 
     case = make_case(n_groups=1000, n_test=7, n_runs=2, seed=3)
     lp = log_softmax(case.oof["run00"].filter(like="logit_").to_numpy(np.float64))

@@ -1,4 +1,4 @@
-"""stackkit.demo_data and `stackkit demo-data`: exact layout, balance, determinism, learnability."""
+"""stackkit.data.demo and `stackkit demo-data`: exact layout, balance, determinism, learnability."""
 
 from __future__ import annotations
 
@@ -12,8 +12,8 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from stackkit.cli import app
-from stackkit.demo_data import IMAGE_NAMES, make_demo_data, parse_size
-from stackkit.errors import StackkitError
+from stackkit.contract.errors import StackkitError
+from stackkit.data.demo import IMAGE_NAMES, make_demo_data, parse_size
 
 PEOPLE, EVAL_PEOPLE = 50, 10
 
@@ -75,7 +75,7 @@ def test_eval_layout_and_answers(demo):
 
 
 def test_class_balance(tmp_path):
-    from stackkit.demo_data import _people, age_group
+    from stackkit.data.demo import _people, age_group
 
     people = _people(0, "train", 400)
     groups = np.array([age_group(a) for a in people["age"]])
@@ -102,7 +102,7 @@ def test_a_person_does_not_depend_on_the_number_of_people(tmp_path, demo):
 
 
 def test_real_layout_reader_parses_the_demo_unchanged(demo):
-    datasets = pytest.importorskip("stackkit.datasets")
+    datasets = pytest.importorskip("stackkit.data.layouts")
     ds = datasets.load_dataset(demo)
     assert ds.layout == "mask"
     assert len(ds.train) == 7 * PEOPLE and len(ds.test) == 7 * EVAL_PEOPLE

@@ -17,9 +17,9 @@ from typer.testing import CliRunner
 from base_models import train
 from base_models.cli import jobs_app
 from base_models.shards import shard_files
-from stackkit.datasets import folds_for_data
-from stackkit.errors import StackkitError
-from stackkit.store import Store
+from stackkit.contract.errors import StackkitError
+from stackkit.contract.store import Store
+from stackkit.data.layouts import folds_for_data
 
 FAST = {"device": "cpu", "workers": 0, "threads": 1, "epochs": 1}
 MODEL = "test_resnet"
@@ -106,7 +106,7 @@ def test_run_fold_refuses_a_plan_made_with_another_config(tmp_path, data):
 @pytest.fixture(scope="module")
 def ray_session():
     ray = pytest.importorskip("ray")
-    from stackkit.engine import connect
+    from stackkit.cv.engine import connect
 
     address = os.environ.pop("RAY_ADDRESS", None)  # always a local cluster here
     connect(num_cpus=2)

@@ -1,11 +1,11 @@
-"""stackkit.features: run-major logits -> meta features."""
+"""stackkit.meta.features: run-major logits -> meta features."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from stackkit.features import (
+from stackkit.meta.features import (
     LOGPROB_FLOOR,
     RunFeatures,
     fit_temperature,

@@ -13,12 +13,13 @@ from sklearn.metrics import f1_score
 from sklearn.model_selection import PredefinedSplit, cross_val_predict
 from typer.testing import CliRunner
 
-from stackkit import stacking
 from stackkit.cli import app
+from stackkit.contract.store import Store
+from stackkit.cv import stacking
+from stackkit.cv.result import CVResult
+from stackkit.cv.stacking import choose
 from stackkit.fit import fit_ensemble
 from stackkit.leaderboard import leaderboard
-from stackkit.stacking import CVResult, choose
-from stackkit.store import Store
 
 
 @pytest.fixture(autouse=True)
@@ -73,7 +74,7 @@ def test_fit_writes_the_contract(store):
 
 
 def test_meta_cv_is_predefined_split_over_the_stored_folds(store):
-    from stackkit.meta import make_learner
+    from stackkit.meta.registry import make_learner
 
     rs = store.load_runs(None, store.read_folds())
     X, y, f = stacking.features(rs), rs.folds.labels, rs.folds.fold_ids
@@ -87,7 +88,7 @@ def test_one_pool_for_all_learners_equals_one_cv_per_learner(store):
     """cross_val_many fits every learner's folds in one pool, costliest first: each learner's
     OOF probabilities equal a plain PredefinedSplit cross_val_predict of that learner, whatever
     the number of processes."""
-    from stackkit.meta import make_learner
+    from stackkit.meta.registry import make_learner
 
     rs = store.load_runs(None, store.read_folds())
     X, y, f = stacking.features(rs), rs.folds.labels, rs.folds.fold_ids
@@ -107,7 +108,7 @@ def test_one_pool_for_all_learners_equals_one_cv_per_learner(store):
 def test_nested_cv_redoes_the_selection_inside_each_outer_fold(store):
     """The pooled nested CV equals the plain loop: per outer fold k, cross-validate every
     learner on the other folds, pick, refit the pick on them, predict fold k."""
-    from stackkit.meta import make_learner
+    from stackkit.meta.registry import make_learner
 
     rs = store.load_runs(None, store.read_folds())
     X, y, f = stacking.features(rs), rs.folds.labels, rs.folds.fold_ids
@@ -164,7 +165,7 @@ def test_tune_bias_is_honest_and_recorded(store):
 
 
 def test_bias_tuning_that_hurts_in_cv_is_not_applied(store, monkeypatch):
-    import stackkit.decision as decision
+    import stackkit.meta.bias as decision
 
     def harmful(log_proba, y, fold_ids, **_):
         out = np.full_like(log_proba, -10.0)
@@ -241,7 +242,7 @@ def test_nested_estimate(store):
 def test_workers_are_warmed_only_for_a_pool():
     from joblib import Parallel, delayed
 
-    from stackkit.engine import warm_local_workers
+    from stackkit.cv.engine import warm_local_workers
 
     assert warm_local_workers(1) is None
     thread = warm_local_workers(2)

@@ -8,7 +8,7 @@ from imagedata import make_mask_data
 from typer.testing import CliRunner
 
 from stackkit.cli import app
-from stackkit.store import Store
+from stackkit.contract.store import Store
 
 runner = CliRunner()
 

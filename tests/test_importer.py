@@ -11,7 +11,7 @@ from typer.testing import CliRunner
 
 from stackkit import metrics
 from stackkit.cli import app
-from stackkit.errors import StackkitError
+from stackkit.contract.errors import StackkitError
 from stackkit.importer import import_run
 
 

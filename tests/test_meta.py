@@ -13,30 +13,18 @@ from sklearn.model_selection import PredefinedSplit, cross_val_predict
 from sklearn.utils.estimator_checks import parametrize_with_checks
 from threadpoolctl import threadpool_limits
 
-from stackkit import schema
-from stackkit.errors import StackkitError
-from stackkit.features import run_features, split_runs
-from stackkit.meta import SIMPLICITY, VoteLearner, make_learner, parse_params
+from stackkit.contract import schema
+from stackkit.contract.errors import StackkitError
+from stackkit.meta.defaults import SIMPLICITY
+from stackkit.meta.features import run_features, split_runs
+from stackkit.meta.registry import make_learner, parse_params
+from stackkit.meta.vote import VoteLearner
 
 C = 18
 # small settings so that every learner fits in well under a second on the small case
 FAST = {"rf": {"n_estimators": 20}, "xgboost": {"n_estimators": 10}}
 
-
-def _available(name: str) -> bool:
-    if name != "caruana":
-        return True
-    try:
-        import stackkit.selection  # noqa: F401
-    except ImportError:
-        return False
-    return True
-
-
-LEARNERS = [
-    pytest.param(n, marks=pytest.mark.skipif(not _available(n), reason="no stackkit.selection"))
-    for n in SIMPLICITY
-]
+LEARNERS = list(SIMPLICITY)
 
 
 def _learner(name: str, **params):

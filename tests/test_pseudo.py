@@ -9,13 +9,13 @@ import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
-from stackkit import schema
 from stackkit.cli import app
-from stackkit.errors import ContractError, StackkitError
-from stackkit.folds import make_folds
+from stackkit.contract import schema
+from stackkit.contract.errors import ContractError, StackkitError
+from stackkit.contract.store import file_sha256, write_json, write_parquet
+from stackkit.data.folds import make_folds
 from stackkit.metrics import softmax
 from stackkit.pseudo import parse_class_thresholds, pseudo_label, select
-from stackkit.store import file_sha256, write_json, write_parquet
 
 C = 18
 

@@ -13,12 +13,12 @@ from PIL import Image
 from sklearn.metrics import f1_score
 from typer.testing import CliRunner
 
-from stackkit import report_plots as P
-from stackkit import report_stats as S
 from stackkit.cli import app
-from stackkit.datasets import MASK_CLASSES
-from stackkit.errors import StackkitError
-from stackkit.store import Store
+from stackkit.contract.errors import StackkitError
+from stackkit.contract.store import Store
+from stackkit.data.layouts import MASK_CLASSES
+from stackkit.report import plots as P
+from stackkit.report import stats as S
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 OFFLINE_FLAGS = [
@@ -98,7 +98,7 @@ def test_plots_are_pngs(rng):
 @pytest.fixture(scope="module")
 def built(tmp_path_factory, small_case):
     from stackkit.fit import fit_ensemble
-    from stackkit.report import build_report
+    from stackkit.report.build import build_report
 
     root = tmp_path_factory.mktemp("report")
     with pytest.MonkeyPatch.context() as mp:
@@ -169,7 +169,7 @@ def test_cli_leaderboard_compare(built):
 
 
 def test_no_ensemble_is_a_clear_error(store):
-    from stackkit.report import build_report
+    from stackkit.report.build import build_report
 
     with pytest.raises(StackkitError, match="no ensembles to report on"):
         build_report(store)

@@ -13,8 +13,8 @@ from typer.testing import CliRunner
 from base_models import train
 from base_models.shards import read_record
 from stackkit.cli import app
-from stackkit.errors import StackkitError
-from stackkit.store import Store
+from stackkit.contract.errors import StackkitError
+from stackkit.contract.store import Store
 
 FAST = {"device": "cpu", "workers": 0, "threads": 1, "epochs": 1}
 

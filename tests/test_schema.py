@@ -8,8 +8,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from stackkit import schema
-from stackkit.errors import ContractError
+from stackkit.contract import schema
+from stackkit.contract.errors import ContractError
 
 META = {"version": 1, "classes": ["a", "b", "c"], "n_folds": 2, "seed": 7}
 

@@ -12,8 +12,8 @@ from sklearn.base import clone
 from sklearn.metrics import f1_score
 from sklearn.model_selection import PredefinedSplit, cross_val_predict
 
+from stackkit.meta.caruana import TIE_TOL, CaruanaSelection, _pick, score_predictions
 from stackkit.metrics import log_loss, macro_f1, softmax
-from stackkit.selection import TIE_TOL, CaruanaSelection, _pick, score_predictions
 
 
 def oof_matrix(case) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from stackkit.errors import StackkitError
-from stackkit.store import Store, atomic_dir, atomic_path
+from stackkit.contract.errors import StackkitError
+from stackkit.contract.store import Store, atomic_dir, atomic_path
 
 
 def test_atomic_path_leaves_nothing_on_failure(tmp_path):
@@ -77,7 +77,7 @@ def test_shuffled_files_load_identically(store, small_case, tmp_path):
 
 
 def test_refuses_to_replace_folds_runs_were_made_on(store, small_case):
-    from stackkit.folds import make_folds
+    from stackkit.data.folds import make_folds
 
     f = small_case.folds.frame
     new = make_folds(f["sample_id"], f["group"], f["label"], small_case.folds.classes, 5, seed=99)

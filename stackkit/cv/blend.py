@@ -1,7 +1,7 @@
 """``blend``: greedy ensemble selection over the other meta candidates (a level-2 ensemble).
 
 Every meta candidate leaves cross-validated probabilities behind; ``blend`` runs Caruana's
-selection (:class:`stackkit.selection.CaruanaSelection`, macro-F1, with replacement) over those,
+selection (:class:`stackkit.meta.caruana.CaruanaSelection`, macro-F1, with replacement) over those,
 treating each candidate as a "run". Its own score is cross-validated over the same folds: the
 weights for fold k are chosen on the other folds' meta-level OOF rows, then applied to fold k. So
 ``blend`` competes with the single candidates on equal terms, and ``auto`` picks it only when
@@ -27,7 +27,8 @@ from collections.abc import Sequence
 import numpy as np
 
 from stackkit import metrics
-from stackkit.selection import CaruanaSelection
+from stackkit.cv.result import CVResult
+from stackkit.meta.caruana import CaruanaSelection
 
 log = logging.getLogger(__name__)
 
@@ -41,7 +42,6 @@ def _stack(probas: Sequence[np.ndarray]) -> np.ndarray:
 
 def cross_val_blend(candidates: Sequence, y: np.ndarray, fold_ids: np.ndarray, n_classes: int):
     """The blend's meta-level OOF probabilities and scores (a ``stacking.CVResult``)."""
-    from stackkit.stacking import CVResult
 
     t0 = time.perf_counter()
     L = _stack([r.oof_proba for r in candidates])

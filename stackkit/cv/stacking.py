@@ -14,7 +14,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 from joblib import Parallel, delayed
@@ -22,8 +22,9 @@ from sklearn.base import clone
 from sklearn.model_selection import PredefinedSplit
 
 from stackkit import metrics
-from stackkit.engine import parallel_backend
-from stackkit.store import RunSet
+from stackkit.contract.store import RunSet
+from stackkit.cv.engine import parallel_backend
+from stackkit.cv.result import CVResult
 
 log = logging.getLogger(__name__)
 
@@ -40,31 +41,6 @@ def test_features(runset: RunSet) -> np.ndarray:
     mean_p = metrics.softmax(runset.test, axis=-1).mean(axis=1)  # (R, m, C)
     logp = np.log(np.clip(mean_p, metrics.EPS, None)).astype(np.float32)
     return np.ascontiguousarray(logp.transpose(1, 0, 2).reshape(m, r * c))
-
-
-@dataclass
-class CVResult:
-    """One meta learner's cross-validated OOF probabilities and their scores."""
-
-    meta: str
-    oof_proba: np.ndarray
-    scores: dict
-    seconds: float
-    params: dict = field(default_factory=dict)
-    # the learner refitted on every OOF row, when asked for in the same pool: (estimator, test
-    # probabilities); never cached, never written
-    refit: tuple | None = field(default=None, repr=False, compare=False)
-
-    def row(self) -> dict:
-        """The leaderboard.json candidate entry (CONTRACT.md)."""
-        return {
-            "meta": self.meta,
-            "cv_macro_f1": self.scores["macro_f1"],
-            "cv_macro_f1_std": self.scores["macro_f1_std"],
-            "cv_accuracy": self.scores["accuracy"],
-            "cv_log_loss": self.scores["log_loss"],
-            "seconds": round(self.seconds, 3),
-        }
 
 
 def _fit_predict(est, X, y, train, test, tag=None, X_test=None):
@@ -131,7 +107,7 @@ def run_tasks(
     time). Results do not depend on the order or the number of processes. ``progress(tag)`` is
     called as each fit finishes.
     """
-    from stackkit.meta import RELATIVE_COST
+    from stackkit.meta.defaults import RELATIVE_COST
 
     order = sorted(tasks, key=lambda t: -RELATIVE_COST.get(t.meta, 1.0) * len(t.train))
     if engine != "local" and n_jobs == 1:
@@ -170,7 +146,7 @@ def cross_val_many(
     With ``X_test``, each learner is also refitted on every row in the same pool, and
     ``CVResult.refit`` holds (fitted learner, its ``X_test`` probabilities): the refits then fill
     the pool's idle cores instead of running after it."""
-    from stackkit.meta import make_learner
+    from stackkit.meta.registry import make_learner
 
     params = params or {}
     ests = {m: make_learner(m, n_classes=n_classes, params=params.get(m)) for m in metas}
@@ -218,7 +194,7 @@ def cross_val_meta(
 def choose(results: Sequence[CVResult]) -> CVResult:
     """The best CV macro-F1; a tie goes to the simpler learner (meta.SIMPLICITY order, then
     ``blend``, which mixes the others)."""
-    from stackkit.meta import SIMPLICITY
+    from stackkit.meta.defaults import SIMPLICITY
 
     rank = {m: i for i, m in enumerate(SIMPLICITY)}
     best = max(r.scores["macro_f1"] for r in results)
@@ -246,9 +222,9 @@ def nested_cv(
     then the refits of the picks (of every weighted candidate, for a ``blend``) another. Returns the nested OOF probabilities and the meta
     learner picked in each outer fold.
     """
-    from stackkit.blend import BLEND, Blend, cross_val_blend
-    from stackkit.decision import decide_bias
-    from stackkit.meta import make_learner
+    from stackkit.cv.blend import BLEND, Blend, cross_val_blend
+    from stackkit.meta.bias import decide_bias
+    from stackkit.meta.registry import make_learner
 
     params = params or {}
     learners = [m for m in metas if m != BLEND]

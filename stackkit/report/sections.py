@@ -7,12 +7,12 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from stackkit import report_html as H
-from stackkit import report_plots as P
-from stackkit import report_stats as S
+from stackkit.report import html as H
+from stackkit.report import plots as P
+from stackkit.report import stats as S
 
 if TYPE_CHECKING:
-    from stackkit.report import ReportData
+    from stackkit.report.data import ReportData
 
 RUN_COLUMNS = [
     ("run", "run", ""),

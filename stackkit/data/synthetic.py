@@ -16,9 +16,9 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from stackkit import schema
-from stackkit.datasets import MASK_CLASSES
-from stackkit.folds import make_folds
+from stackkit.contract import schema
+from stackkit.data.folds import make_folds
+from stackkit.data.layouts import MASK_CLASSES
 
 
 @dataclass

@@ -1,8 +1,8 @@
 """The artifact contract (CONTRACT.md, version 1) in one place: names, dtypes and validators.
 
 Every read and every write of folds, runs, ensembles and pseudo-label sets goes through the
-functions here (``stackkit.store`` does the I/O). A validator returns a normalised frame
-(canonical dtypes) or raises :class:`~stackkit.errors.ContractError` with one line that names
+functions here (``stackkit.contract.store`` does the I/O). A validator returns a normalised frame
+(canonical dtypes) or raises :class:`~stackkit.contract.errors.ContractError` with one line that names
 the run, the file and the first offending row.
 
 Readers accept any integer width for integer columns and any float width for logits, as long as
@@ -19,7 +19,7 @@ from functools import cached_property
 import numpy as np
 import pandas as pd
 
-from stackkit.errors import ContractError
+from stackkit.contract.errors import ContractError
 
 CONTRACT_VERSION = 1
 META_KEY = b"stackkit"  # parquet schema-metadata key holding a JSON object

@@ -2,7 +2,7 @@
 
 Every write goes to a temporary name in the same folder and is renamed into place, so a reader
 never sees half a file; a run's ``run.json`` is written last and marks the run complete. Every
-read goes through the validators of :mod:`stackkit.schema`.
+read goes through the validators of :mod:`stackkit.contract.schema`.
 
     >>> store = Store("artifacts")
     >>> folds = store.read_folds()
@@ -27,8 +27,8 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from stackkit import schema
-from stackkit.errors import ContractError, StackkitError
+from stackkit.contract import schema
+from stackkit.contract.errors import ContractError, StackkitError
 
 log = logging.getLogger(__name__)
 

@@ -1,6 +1,6 @@
 """The figures of ``stackkit report``, drawn by matplotlib on its Agg canvas, returned as PNGs.
 
-Each function takes the numbers from :mod:`stackkit.report_stats` and returns one PNG; nothing
+Each function takes the numbers from :mod:`stackkit.report.stats` and returns one PNG; nothing
 here reads files or knows about HTML.
 """
 

@@ -14,8 +14,8 @@ import numpy as np
 import pandas as pd
 from sklearn.model_selection import StratifiedGroupKFold
 
-from stackkit import schema
-from stackkit.errors import StackkitError
+from stackkit.contract import schema
+from stackkit.contract.errors import StackkitError
 
 log = logging.getLogger(__name__)
 

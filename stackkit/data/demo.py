@@ -41,7 +41,7 @@ import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
-from stackkit.errors import StackkitError
+from stackkit.contract.errors import StackkitError
 
 log = logging.getLogger(__name__)
 

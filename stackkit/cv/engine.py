@@ -15,7 +15,7 @@ import contextlib
 import logging
 import os
 
-from stackkit.errors import StackkitError
+from stackkit.contract.errors import StackkitError
 
 log = logging.getLogger(__name__)
 

@@ -17,7 +17,7 @@ import pandas as pd
 from joblib import Memory
 
 from stackkit import __version__
-from stackkit.store import RunSet
+from stackkit.contract.store import RunSet
 
 log = logging.getLogger(__name__)
 

@@ -30,9 +30,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from stackkit import schema
-from stackkit.errors import StackkitError
-from stackkit.folds import make_folds
+from stackkit.contract import schema
+from stackkit.contract.errors import StackkitError
+from stackkit.data.folds import make_folds
 
 log = logging.getLogger(__name__)
 
@@ -304,7 +304,7 @@ def folds_for_data(
     label_fix: str | Path | None = None,
 ) -> schema.Folds:
     """Stratified group K-fold over DATA's train samples, written to ``artifacts/folds.parquet``."""
-    from stackkit.store import Store
+    from stackkit.contract.store import Store
 
     ds = load_dataset(data, age_boundary=age_boundary, label_fix=label_fix)
     tr = ds.train

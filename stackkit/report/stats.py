@@ -12,7 +12,7 @@ from scipy.spatial.distance import squareform
 from sklearn.metrics import confusion_matrix, f1_score
 
 from stackkit import metrics
-from stackkit.datasets import MASK_CLASSES
+from stackkit.data.layouts import MASK_CLASSES
 
 N_BINS = 10  # reliability bins of equal width over the top-class confidence
 SUBTASKS = {  # the 18 mask classes are mask (3) x gender (2) x age (3)

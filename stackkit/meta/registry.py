@@ -1,0 +1,81 @@
+"""The learners by name: ``make_learner`` (defaults overridden by params) and ``--param`` parsing."""
+
+from __future__ import annotations
+
+import logging
+
+from sklearn.base import BaseEstimator
+
+from stackkit.contract.errors import StackkitError
+from stackkit.meta.caruana import CaruanaSelection
+from stackkit.meta.defaults import SIMPLICITY
+from stackkit.meta.knn import KNNLearner
+from stackkit.meta.linear import LRLearner, SVMLearner
+from stackkit.meta.trees import RFLearner, XGBLearner
+from stackkit.meta.vote import VoteLearner
+
+log = logging.getLogger(__name__)
+
+
+def _classes() -> dict[str, type]:
+    return {"vote": VoteLearner, "caruana": CaruanaSelection, "lr": LRLearner, "knn": KNNLearner,
+            "svm": SVMLearner, "rf": RFLearner, "xgboost": XGBLearner}  # fmt: skip
+
+
+def make_learner(
+    name: str, n_classes: int, params: dict | None = None, n_jobs: int | None = None
+) -> BaseEstimator:
+    """An unfitted meta learner ``name`` for ``n_classes`` classes, defaults overridden by
+    ``params``; ``n_jobs`` (when given) goes to the learners that take it."""
+    classes = _classes()
+    if name not in classes:
+        known = [n for n in SIMPLICITY if n in classes]
+        raise StackkitError(f"unknown meta learner {name!r} (known: {', '.join(known)})")
+    est = classes[name](n_classes=n_classes)
+    valid = est.get_params(deep=False)
+    params = dict(params or {})
+    for key in params:
+        if key not in valid or key == "n_classes":
+            known = ", ".join(k for k in valid if k != "n_classes")
+            raise StackkitError(
+                f"--param {name}.{key}: {name} has no parameter {key!r} (known: {known})"
+            )
+    if n_jobs is not None and "n_jobs" in valid and "n_jobs" not in params:
+        params["n_jobs"] = n_jobs
+    return est.set_params(**params)
+
+
+def _value(text: str):
+    low = text.strip().lower()
+    if low in ("true", "false"):
+        return low == "true"
+    if low in ("none", "null"):
+        return None
+    for cast in (int, float):
+        try:
+            return cast(text)
+        except ValueError:
+            pass
+    return text.strip()
+
+
+def parse_params(items: list[str]) -> dict[str, dict]:
+    """``["rf.n_estimators=300", "lr.C=0.5"]`` -> ``{"rf": {"n_estimators": 300}, "lr": {"C": 0.5}}``.
+
+    Values become int, float, bool (true/false), None (none), else str. Parameter names are
+    checked by :func:`make_learner`; here only the form and the learner name.
+    """
+    out: dict[str, dict] = {}
+    for item in items:
+        head, eq, value = item.partition("=")
+        learner, dot, key = head.strip().partition(".")
+        if not eq or not dot or not learner or not key.strip() or not value.strip():
+            raise StackkitError(
+                f"--param {item!r}: expected LEARNER.NAME=VALUE, e.g. rf.n_estimators=300"
+            )
+        if learner not in SIMPLICITY:
+            raise StackkitError(
+                f"--param {item!r}: unknown meta learner {learner!r} (known: {', '.join(SIMPLICITY)})"
+            )
+        out.setdefault(learner, {})[key.strip()] = _value(value)
+    return out

@@ -1,0 +1,136 @@
+"""Tree ensembles over the runs' columns: extremely randomized trees (rf) and xgboost."""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+
+from stackkit.meta.base import _balanced, _MetaLearner, _r
+from stackkit.meta.defaults import N_JOBS, RF, SEED, XGB
+
+log = logging.getLogger(__name__)
+
+
+class RFLearner(_MetaLearner):
+    """A forest of randomized trees: extremely randomized trees (``splitter="random"``, the
+    default) or Breiman's random forest (``"best"``); ``max_samples`` (a fraction) grows each tree
+    on a bootstrap of that size, ``None`` on all rows for extra trees and a full-size bootstrap
+    for best splits. Run weights are impurity importances summed per run."""
+
+    _name = "rf"
+
+    def __init__(
+        self,
+        n_classes: int | None = None,
+        features: str = RF["features"],
+        temperature: bool = RF["temperature"],
+        combine: str = RF["combine"],
+        splitter: str = RF["splitter"],
+        n_estimators: int = RF["n_estimators"],
+        max_samples: float | None = RF["max_samples"],
+        min_samples_leaf: int = RF["min_samples_leaf"],
+        max_features: str | float | None = RF["max_features"],
+        class_weight: str | None = RF["class_weight"],
+        n_jobs: int | None = N_JOBS,
+        random_state: int | None = SEED,
+    ):
+        self.n_classes = n_classes
+        self.features = features
+        self.temperature = temperature
+        self.combine = combine
+        self.splitter = splitter
+        self.n_estimators = n_estimators
+        self.max_samples = max_samples
+        self.min_samples_leaf = min_samples_leaf
+        self.max_features = max_features
+        self.class_weight = class_weight
+        self.n_jobs = n_jobs
+        self.random_state = random_state
+
+    def _fit_model(self, Z, y, n_present):
+        from sklearn.ensemble import ExtraTreesClassifier, RandomForestClassifier
+
+        forests = {"random": ExtraTreesClassifier, "best": RandomForestClassifier}
+        if self.splitter not in forests:
+            raise ValueError(f"splitter must be 'random' or 'best', got {self.splitter!r}")
+        bootstrap = self.splitter == "best" or self.max_samples is not None
+        self.model_ = forests[self.splitter](
+            n_estimators=self.n_estimators,
+            bootstrap=bootstrap,
+            max_samples=self.max_samples if bootstrap else None,
+            min_samples_leaf=self.min_samples_leaf,
+            max_features=self.max_features,
+            class_weight=self.class_weight,
+            n_jobs=self.n_jobs,
+            random_state=self.random_state,
+        ).fit(Z, y)
+
+    def _column_importance(self):
+        return self.model_.feature_importances_
+
+    def _summary_extra(self):
+        return {} if self.model_ is None else {"importances": _r(self.model_.feature_importances_)}
+
+
+class XGBLearner(_MetaLearner):
+    """Gradient-boosted trees (xgboost ``hist``); run weights are gain importances per run."""
+
+    _name = "xgboost"
+
+    def __init__(
+        self,
+        n_classes: int | None = None,
+        features: str = XGB["features"],
+        temperature: bool = XGB["temperature"],
+        combine: str = XGB["combine"],
+        n_estimators: int = XGB["n_estimators"],
+        max_depth: int = XGB["max_depth"],
+        learning_rate: float = XGB["learning_rate"],
+        subsample: float = XGB["subsample"],
+        colsample_bytree: float = XGB["colsample_bytree"],
+        min_child_weight: float = XGB["min_child_weight"],
+        reg_lambda: float = XGB["reg_lambda"],
+        max_bin: int = XGB["max_bin"],
+        class_weight: str | None = XGB["class_weight"],
+        n_jobs: int | None = N_JOBS,
+        random_state: int | None = SEED,
+    ):
+        self.n_classes = n_classes
+        self.features = features
+        self.temperature = temperature
+        self.combine = combine
+        self.n_estimators = n_estimators
+        self.max_depth = max_depth
+        self.learning_rate = learning_rate
+        self.subsample = subsample
+        self.colsample_bytree = colsample_bytree
+        self.min_child_weight = min_child_weight
+        self.reg_lambda = reg_lambda
+        self.max_bin = max_bin
+        self.class_weight = class_weight
+        self.n_jobs = n_jobs
+        self.random_state = random_state
+
+    def _fit_model(self, Z, y, n_present):
+        from xgboost import XGBClassifier
+
+        self.model_ = XGBClassifier(
+            n_estimators=self.n_estimators,
+            max_depth=self.max_depth,
+            learning_rate=self.learning_rate,
+            subsample=self.subsample,
+            colsample_bytree=self.colsample_bytree,
+            min_child_weight=self.min_child_weight,
+            reg_lambda=self.reg_lambda,
+            max_bin=self.max_bin,
+            tree_method="hist",
+            n_jobs=self.n_jobs,
+            random_state=self.random_state,
+        ).fit(Z, y, sample_weight=_balanced(y, self.class_weight))
+
+    def _column_importance(self):
+        return np.nan_to_num(self.model_.feature_importances_)
+
+    def _summary_extra(self):
+        return {} if self.model_ is None else {"importances": _r(self._column_importance())}

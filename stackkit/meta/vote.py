@@ -1,0 +1,45 @@
+"""vote: the mean of the runs' softmax probabilities; nothing is learned."""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+from sklearn.base import BaseEstimator, ClassifierMixin
+from sklearn.utils.validation import check_is_fitted, validate_data
+
+from stackkit.meta.base import _check_y, _r
+from stackkit.meta.features import split_runs
+from stackkit.metrics import softmax
+
+log = logging.getLogger(__name__)
+
+
+class VoteLearner(ClassifierMixin, BaseEstimator):
+    """Mean of the runs' softmax probabilities: no parameters learned."""
+
+    _name = "vote"
+
+    def __init__(self, n_classes: int | None = None):
+        self.n_classes = n_classes
+
+    def fit(self, X, y):
+        X, y = validate_data(self, X, y, dtype=np.float64)
+        y, c = _check_y(y, self.n_classes)
+        self.n_runs_ = split_runs(X, c).shape[1]
+        self.n_classes_, self.classes_ = c, np.arange(c)
+        self.run_weights_ = np.full(self.n_runs_, 1.0 / self.n_runs_)
+        return self
+
+    def predict_proba(self, X) -> np.ndarray:
+        check_is_fitted(self)
+        X = validate_data(self, X, dtype=np.float64, reset=False)
+        return softmax(split_runs(X, self.n_classes_), axis=2).mean(axis=1)
+
+    def predict(self, X) -> np.ndarray:
+        return self.predict_proba(X).argmax(axis=1)
+
+    def summary_(self) -> dict:
+        check_is_fitted(self)
+        return {"learner": "vote", "params": self.get_params(), "features": "softmax mean",
+                "n_runs": int(self.n_runs_), "run_weights": _r(self.run_weights_)}  # fmt: skip

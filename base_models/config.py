@@ -24,7 +24,11 @@ from stackkit.contract.errors import StackkitError
 CONFIG_DIR = Path(__file__).parent / "configs"
 DEFAULT_SEED = 42  # the same default as `stackkit folds --seed`
 TTA_VIEWS = ("identity", "hflip")  # averaged in logit space, on OOF and test rows alike
-CHOICES = {"optimizer": ("adamw", "sgd"), "loss": ("ce", "focal")}
+CHOICES = {
+    "optimizer": ("adamw", "sgd"),
+    "loss": ("ce", "focal"),
+    "epoch_selection": ("fixed", "inner"),
+}
 
 
 def cpu_count() -> int:
@@ -107,6 +111,10 @@ def resolve_config(model: str, overrides: dict, config_file: str | Path | None =
         if not isinstance(cfg[key], int) or cfg[key] < 1:
             raise StackkitError(f"{key} must be a positive integer, got {cfg[key]!r}")
     cfg["lr"] = float(cfg["lr"])
+    frac = cfg["inner_fraction"]
+    if isinstance(frac, bool) or not isinstance(frac, (int, float)) or not 0 < frac < 1:
+        raise StackkitError(f"inner_fraction must be a number in (0, 1), got {frac!r}")
+    cfg["inner_fraction"] = float(frac)
     return cfg
 
 

@@ -1,5 +1,14 @@
-"""One fold model: train for the configured epochs, keep the epoch with the best validation
-macro-F1 (on the whole validation vector), and predict with test-time augmentation.
+"""One fold model: train for the configured epochs, choose which epoch's weights to keep without
+ever looking at the fold's own OOF rows, and predict with test-time augmentation.
+
+Epoch selection (``epoch_selection`` in the config):
+
+- ``fixed`` (default): a fixed schedule; the last epoch's weights are kept.
+- ``inner``: the epoch with the best macro-F1 on an *inner slice* (whole groups held out of the
+  training folds, see :func:`base_models.splits.inner_slice`) is kept.
+
+Fold k's own rows may be passed as ``monitor``: their per-epoch macro-F1 goes to TensorBoard for
+information and into nothing else, so no OOF row decides anything about its own fold's model.
 
 bf16 autocast on CUDA, fp32 on the CPU; the same code either way.
 """
@@ -25,9 +34,23 @@ POSTFIX_EVERY = 20  # batches between progress-bar updates (each one syncs the d
 
 @dataclass
 class FoldFit:
-    best_epoch: int
-    best_f1: float
+    epoch: int  # the epoch whose weights the model holds (0-based)
+    selection: str  # "fixed" or "inner"
+    inner_f1: float | None = None  # macro-F1 of that epoch on the inner slice ("inner" only)
     history: list[dict] = field(default_factory=list)
+
+
+@dataclass
+class Scored:
+    """Rows predicted once per epoch and scored by macro-F1 (untouched by augmentation)."""
+
+    loader: object
+    labels: np.ndarray
+    n_classes: int
+
+    def macro_f1(self, model, norm, desc: str) -> float:
+        pred = predict(model, self.loader, norm, tta=False, desc=desc).argmax(1)
+        return macro_f1(self.labels, pred, self.n_classes)
 
 
 def autocast(device: torch.device):
@@ -99,31 +122,39 @@ def train_epoch(model, loader, norm, opt, sched, cfg, desc: str) -> float:
     return float(total.item()) / max(1, len(loader))
 
 
-def fit(model, train_loader, val_loader, val_labels, norm, cfg, n_classes, writer, fold) -> FoldFit:
-    """Train; return the best epoch, with the model holding that epoch's weights."""
+def fit(
+    model, train_loader, norm, cfg, writer, fold, select: Scored | None = None,
+    monitor: Scored | None = None,
+) -> FoldFit:  # fmt: skip
+    """Train for ``cfg["epochs"]``; the model ends holding the chosen epoch's weights.
+
+    ``select`` (the inner slice) is required for ``epoch_selection: inner`` and chooses the epoch
+    (ties keep the earlier one); ``monitor`` (fold k's own rows) is only logged to ``writer``.
+    """
+    selection = cfg["epoch_selection"]
+    if (selection == "inner") != (select is not None):
+        raise ValueError(f"epoch_selection {selection!r} with select={select is not None}")
     opt = make_optimizer(model, cfg)
     sched = make_schedule(opt, cfg, len(train_loader))
-    best, best_state = FoldFit(-1, -1.0), None
+    out, best_state = FoldFit(cfg["epochs"] - 1, selection), None
     for epoch in range(cfg["epochs"]):
         lr = opt.param_groups[0]["lr"]
-        loss = train_epoch(
-            model,
-            train_loader,
-            norm,
-            opt,
-            sched,
-            cfg,
-            f"fold {fold} epoch {epoch + 1}/{cfg['epochs']}",
-        )
-        pred = predict(model, val_loader, norm, tta=False, desc=f"fold {fold} validate").argmax(1)
-        f1 = macro_f1(val_labels, pred, n_classes)
-        best.history.append({"epoch": epoch, "train_loss": loss, "val_macro_f1": f1, "lr": lr})
+        desc = f"fold {fold} epoch {epoch + 1}/{cfg['epochs']}"
+        loss = train_epoch(model, train_loader, norm, opt, sched, cfg, desc)
+        row = {"epoch": epoch, "train_loss": loss, "lr": lr}
         writer.add_scalar("train/loss", loss, epoch)
-        writer.add_scalar("val/macro_f1", f1, epoch)
         writer.add_scalar("lr", lr, epoch)
-        log.debug("fold %d epoch %d: loss %.4f, val macro-F1 %.4f", fold, epoch, loss, f1)
-        if f1 > best.best_f1:  # ties keep the earlier epoch
-            best.best_epoch, best.best_f1 = epoch, f1
-            best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
-    model.load_state_dict(best_state)
-    return best
+        if select is not None:
+            row["inner_macro_f1"] = f1 = select.macro_f1(model, norm, f"fold {fold} inner slice")
+            writer.add_scalar("inner/macro_f1", f1, epoch)
+            if out.inner_f1 is None or f1 > out.inner_f1:
+                out.epoch, out.inner_f1 = epoch, f1
+                best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+        if monitor is not None:  # information only: never compared, never returned
+            f1_oof = monitor.macro_f1(model, norm, f"fold {fold} OOF curve")
+            writer.add_scalar("oof_information_only/macro_f1", f1_oof, epoch)
+        out.history.append(row)
+        log.debug("fold %d epoch %d: %s", fold, epoch, row)
+    if best_state is not None:
+        model.load_state_dict(best_state)
+    return out

@@ -3,9 +3,10 @@
     >>> from base_models import train
     >>> train("resnet18", "data/mask", artifacts="artifacts", epochs=5, img_size="512x384")
 
-For each fold: a fresh model trained on the other folds (plus pseudo-labelled test images if
-asked), the epoch with the best validation macro-F1 kept, then its validation fold (the OOF rows)
-and the whole test set predicted with the same TTA. Each fold is written as a shard the moment it
+For each fold: a fresh model trained on the other folds (plus that fold's pseudo-labelled test
+images if asked), its weights those of the last epoch (``epoch_selection: fixed``) or of the epoch
+best on an inner slice of the training folds' groups (``inner``), never chosen on the fold's own
+rows; then its own fold (the OOF rows) and the whole test set predicted with the same TTA. Each fold is written as a shard the moment it
 is done; the same call again skips finished folds. The run (oof.parquet, test.parquet, run.json
 last) is assembled only when every fold is there.
 """
@@ -46,9 +47,9 @@ from base_models.data import (
     train_transform,
 )
 from base_models.images import build_cache, scale_size
-from base_models.loop import fit, predict
+from base_models.loop import Scored, fit, predict
 from base_models.model import create, load_pretrained
-from base_models.splits import ImageTable, Split, build_splits, image_table
+from base_models.splits import ImageTable, Split, build_splits, image_table, inner_slice
 from stackkit import metrics
 from stackkit.contract import schema
 from stackkit.contract.errors import StackkitError
@@ -376,7 +377,7 @@ def _run_fold(job: Job, split: Split, cache) -> None:
     seed_everything(job.seed + k)  # each fold on its own seed: resuming changes nothing
     net, norm = _fresh_model(job)
     loader = _loaders(job, cache.path, k)
-    best = _fit_fold(job, net, norm, loader, split)
+    chosen, train_pos, inner = _fit_fold(job, net, norm, loader, split)
     oof_pos = np.flatnonzero(t.fold == k)
     oof = _predict(net, loader(oof_pos, False), norm, t, oof_pos, f"fold {k} OOF")
     test = _predict(
@@ -384,16 +385,24 @@ def _run_fold(job: Job, split: Split, cache) -> None:
     )
     f1 = metrics.macro_f1(t.labels[oof_pos], oof.argmax(1), job.folds.n_classes)
     record = {
-        "fold": k, "config_hash": job.hash, "best_epoch": best.best_epoch, "val_macro_f1": best.best_f1,
-        "oof_macro_f1": f1, "history": best.history, "n_train": len(split.train),
-        "n_pseudo": int((split.train >= t.n_train).sum()), "n_val": len(oof_pos),
-        "seconds": round(time.time() - t0, 1), "trained_on": sorted(t.ids[split.train].tolist()),
+        "fold": k, "config_hash": job.hash, "epoch": chosen.epoch,
+        "epoch_selection": chosen.selection, "inner_macro_f1": chosen.inner_f1,
+        "n_inner": len(inner), "n_inner_groups": len(set(t.group[inner])),
+        "oof_macro_f1": f1, "history": chosen.history, "n_train": len(train_pos),
+        "n_pseudo": int((train_pos >= t.n_train).sum()), "n_val": len(oof_pos),
+        "seconds": round(time.time() - t0, 1), "trained_on": sorted(t.ids[train_pos].tolist()),
+        "selected_on": sorted(t.ids[inner].tolist()),
     }  # fmt: skip
     oof_df, test_df = _frame(t.ids[oof_pos], k, oof), _frame(t.ids[t.test_positions], k, test)
     shards.write_shard(job.run_dir, k, oof_df, test_df, record)
+    how = (
+        "the last (fixed schedule)"
+        if chosen.selection == "fixed"
+        else f"chosen on an inner slice of {len(inner)} images (macro-F1 {chosen.inner_f1:.4f})"
+    )
     log.info(
-        "fold %d: best epoch %d/%d, val macro-F1 %.4f (TTA %.4f), %d train / %d val images, %.0f s",
-        k, best.best_epoch + 1, job.cfg["epochs"], best.best_f1, f1, len(split.train), len(oof_pos),
+        "fold %d: epoch %d/%d kept, %s; OOF macro-F1 (TTA) %.4f, %d train / %d val images, %.0f s",
+        k, chosen.epoch + 1, job.cfg["epochs"], how, f1, len(train_pos), len(oof_pos),
         record["seconds"],
     )  # fmt: skip
 
@@ -407,14 +416,24 @@ def _fresh_model(job: Job):
 
 
 def _fit_fold(job: Job, net, norm, loader, split: Split):
+    """Train on ``split.train`` (less the inner slice, if any); return (what ``fit`` chose, the
+    positions trained on, the inner slice's positions). Fold k's own rows (``split.val``) are
+    only a TensorBoard curve: nothing about this model is decided on them."""
     from torch.utils.tensorboard import SummaryWriter
 
-    train_dl, val_dl = loader(split.train, True), loader(split.val, False)
-    labels, c = job.table.labels[split.val], job.folds.n_classes
+    t, c = job.table, job.folds.n_classes
+    train_pos, inner = split.train, np.zeros(0, dtype=np.int64)
+    if job.cfg["epoch_selection"] == "inner":
+        train_pos, inner = inner_slice(t, split, job.cfg["inner_fraction"], job.seed + split.fold)
+    select = Scored(loader(inner, False), t.labels[inner], c) if len(inner) else None
+    monitor = Scored(loader(split.val, False), t.labels[split.val], c)
     tb = job.run_dir / "tb" / f"fold_{split.fold}"
     shutil.rmtree(tb, ignore_errors=True)  # a retrained fold replaces its curves
     with SummaryWriter(log_dir=str(tb)) as writer:
-        return fit(net, train_dl, val_dl, labels, norm, job.cfg, c, writer, split.fold)
+        chosen = fit(
+            net, loader(train_pos, True), norm, job.cfg, writer, split.fold, select, monitor
+        )
+    return chosen, train_pos, inner
 
 
 def _loaders(job: Job, cache_path: Path, fold: int):
@@ -452,8 +471,10 @@ def _frame(ids, fold: int, logits: np.ndarray) -> pd.DataFrame:
 
 PER_FOLD_KEYS = (
     "fold",
-    "best_epoch",
-    "val_macro_f1",
+    "epoch",
+    "inner_macro_f1",
+    "n_inner",
+    "n_inner_groups",
     "oof_macro_f1",
     "n_train",
     "n_pseudo",
@@ -474,6 +495,8 @@ def _write_run(store: Store, run: str, job: Job, resolved: dict) -> None:
                      "timm": timm.__version__, "stackkit": stackkit.__version__},
         "config": resolved, "config_hash": job.hash, "pseudo": resolved["pseudo"],
         "init": "pretrained" if job.pretrained else "scratch",
+        "epoch_selection": job.cfg["epoch_selection"],
+        "epoch_selection_details": _epoch_details(job.cfg, records),
         "labels_differ_from_folds": int((t.labels[: t.n_train] != job.folds.labels).sum()),
         "bad_images": {"count": len(bad), "ids": t.ids[bad].tolist()},
         "device": str(job.device), "command": sys.argv,
@@ -482,6 +505,20 @@ def _write_run(store: Store, run: str, job: Job, resolved: dict) -> None:
     m = info["metrics"]
     log.info("run %s: OOF macro-F1 %.4f, accuracy %.4f, log loss %.4f", run,
              m["oof_macro_f1"], m["oof_accuracy"], m["oof_log_loss"])  # fmt: skip
+
+
+def _epoch_details(cfg: dict, records: list[dict]) -> dict:
+    """How each fold's weights were chosen (contract 1.1 "Epochs"): never on its own OOF rows."""
+    inner = cfg["epoch_selection"] == "inner"
+    return {
+        "epochs": cfg["epochs"],
+        "inner_fraction": cfg["inner_fraction"] if inner else None,
+        "per_fold": [
+            {"fold": r["fold"], "epoch": r["epoch"], "n_inner": r["n_inner"],
+             "n_inner_groups": r["n_inner_groups"], "inner_macro_f1": r["inner_macro_f1"]}
+            for r in records
+        ],
+    }  # fmt: skip
 
 
 def _run_metrics(job: Job, oof: pd.DataFrame, records: list[dict]) -> dict:

@@ -30,6 +30,7 @@ class ImageTable:
     paths: list[str]
     labels: np.ndarray  # class index; pseudo label on pseudo test rows; -1 on other test rows
     fold: np.ndarray  # fold of a train row; -1 on test rows
+    group: np.ndarray  # group (person) of a train row, from folds.parquet; "" on test rows
     n_train: int
     usable: np.ndarray  # False where the image could not be decoded (--skip-bad-images)
 
@@ -72,6 +73,9 @@ def image_table(ds: Dataset, folds: schema.Folds, pseudo: pd.DataFrame | None = 
         paths=[*tr["path"], *ds.test["path"]],
         labels=np.concatenate([labels, test_labels]),
         fold=np.concatenate([folds.fold_ids, np.full(len(ds.test), -1)]),
+        group=np.concatenate(
+            [folds.frame["group"].astype(str).to_numpy(dtype=object), np.full(len(ds.test), "")]
+        ),
         n_train=len(tr),
         usable=np.ones(n, dtype=bool),
     )
@@ -108,3 +112,25 @@ def build_splits(table: ImageTable, n_folds: int) -> list[Split]:
         train = ((is_train & ~in_fold) | pseudo) & table.usable
         out.append(Split(k, np.flatnonzero(train), np.flatnonzero(in_fold & table.usable)))
     return out
+
+
+def inner_slice(
+    table: ImageTable, split: Split, fraction: float, seed: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Hold whole groups of the training folds out of ``split.train`` to choose an epoch on.
+
+    Returns ``(train, inner)`` positions: ``round(fraction x groups)`` of the training folds'
+    groups (at least one, never all), drawn with ``seed``; pseudo rows stay in ``train``. Fold
+    ``split.fold``'s own rows are never in either.
+    """
+    original = split.train[split.train < table.n_train]
+    groups = np.unique(table.group[original].astype(str))
+    if len(groups) < 2:
+        raise StackkitError(
+            f"epoch_selection inner: fold {split.fold}'s training folds have {len(groups)} "
+            "group(s); an inner slice needs at least 2 (use epoch_selection: fixed)"
+        )
+    n = min(len(groups) - 1, max(1, round(fraction * len(groups))))
+    held = np.random.default_rng(seed).choice(groups, size=n, replace=False)
+    out = np.isin(table.group[split.train].astype(str), held) & (split.train < table.n_train)
+    return split.train[~out], split.train[out]

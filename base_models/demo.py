@@ -123,12 +123,12 @@ def main(argv: list[str] | None = None) -> None:
 
     runs1 = ",".join(round1)
     timings["fit round 1"] = _run(_stackkit("fit", "--meta", "auto", "--tune-bias", "--runs", runs1,
-                                            "--name", "round1", "--artifacts", str(artifacts)),
+                                            "--name", "round1", "--force", "--artifacts", str(artifacts)),
                                   "stack round 1")  # fmt: skip
     timings["leaderboard"] = _run(_stackkit("leaderboard", "--runs", runs1, "--artifacts",
                                             str(artifacts)), "leaderboard")  # fmt: skip
     timings["pseudo-label"] = _run(_stackkit("pseudo-label", "--ensemble", "round1", "--threshold",
-                                             str(THRESHOLD), "--name", "round1", "--artifacts",
+                                             str(THRESHOLD), "--name", "round1", "--force", "--artifacts",
                                              str(artifacts)), "pseudo labels")  # fmt: skip
     run, model, size, epochs, extra = next(r for r in RUNS if r[0] == ROUND2)
     r2 = f"{run}_r2"
@@ -136,7 +136,7 @@ def main(argv: list[str] | None = None) -> None:
                                          [*extra, "--pseudo", "round1"]),
                                  f"round 2: {model} trained with the pseudo labels")  # fmt: skip
     timings["fit round 2"] = _run(_stackkit("fit", "--meta", "auto", "--tune-bias", "--runs",
-                                            f"{runs1},{r2}", "--name", "round2", "--artifacts",
+                                            f"{runs1},{r2}", "--name", "round2", "--force", "--artifacts",
                                             str(artifacts)), "stack round 1 + round 2")  # fmt: skip
 
     from stackkit.tables import format_table

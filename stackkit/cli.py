@@ -172,6 +172,9 @@ def fit_cmd(
         ),
     ] = None,
     no_cache: Annotated[bool, typer.Option("--no-cache", help="Ignore cached CV results.")] = False,
+    force: Annotated[
+        bool, typer.Option("--force", help="Replace an existing ensemble of that name.")
+    ] = False,
     artifacts: ArtifactsOpt = None,
     engine: Annotated[
         str,
@@ -197,6 +200,7 @@ def fit_cmd(
         use_cache=not no_cache,
         command=sys.argv,
         engine=engine,
+        force=force,
     )
     rows = [dict(r.row(), pick="<- picked" if r is res.selected else "") for r in res.candidates]
     print(f"{len(res.runset.names)} runs: {', '.join(res.runset.names)}")
@@ -369,6 +373,9 @@ def pseudo_label_cmd(
         Optional[str],  # noqa: UP045
         typer.Option("--name", help="Pseudo-label set name (default: the ensemble's)."),
     ] = None,
+    force: Annotated[
+        bool, typer.Option("--force", help="Replace an existing pseudo-label set of that name.")
+    ] = False,
     artifacts: ArtifactsOpt = None,
 ) -> None:
     """Choose confident test samples of an ensemble: writes pseudo/NAME/pseudo.parquet."""
@@ -384,6 +391,7 @@ def pseudo_label_cmd(
         class_thresholds=parse_class_thresholds(class_threshold),
         balance=balance,
         name=name,
+        force=force,
     )
     rows = [
         {k: (None if isinstance(v, float) and v != v else v) for k, v in r.items()}

@@ -23,6 +23,7 @@ import pandas as pd
 from stackkit import metrics
 from stackkit.contract import schema
 from stackkit.contract.errors import StackkitError
+from stackkit.contract.names import check_name
 from stackkit.contract.store import Store, read_parquet
 
 log = logging.getLogger(__name__)
@@ -57,6 +58,9 @@ def oof_proba(store: Store, name: str, folds: schema.Folds) -> np.ndarray:
     picks one where both exist.
     """
     kind, _, bare = name.rpartition("/")
+    if kind not in ("", "ensembles", "runs"):
+        raise StackkitError(f"--compare {name!r}: say NAME, ensembles/NAME or runs/NAME")
+    check_name(bare, "ensemble or run")
     is_ens = (store.ensemble_dir(bare) / "oof_proba.parquet").is_file()
     is_run = bare in store.run_names()
     if kind == "ensembles" or (not kind and is_ens and not is_run):

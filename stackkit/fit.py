@@ -24,6 +24,7 @@ import pandas as pd
 from stackkit import __version__, metrics
 from stackkit.contract import schema
 from stackkit.contract.errors import StackkitError
+from stackkit.contract.names import check_name
 from stackkit.contract.store import RunSet, Store, atomic_dir, write_json, write_parquet
 from stackkit.cv import stacking
 from stackkit.cv.blend import BLEND, Blend, cross_val_blend
@@ -69,11 +70,19 @@ def resolve_metas(meta: str | list[str]) -> list[str]:
     return list(dict.fromkeys(names))
 
 
+def default_name(meta: str | list[str]) -> str:
+    """The ensemble's name when ``--name`` is not given: the ``--meta`` value, ``lr-rf`` for a list."""
+    names = meta.split(",") if isinstance(meta, str) else meta
+    return "-".join(m.strip() for m in names if m.strip())
+
+
 def check_run_names(store: Store, runs: list[str] | None) -> list[str] | None:
     if runs is None:
         return None
     if not runs:
         raise StackkitError("--runs: the run set is empty")
+    for r in runs:
+        store.run_dir(r)  # the name rule, and no link to outside the artifacts folder
     have = store.run_names()
     unknown = [r for r in runs if r not in have]
     if unknown:
@@ -165,12 +174,15 @@ def fit_ensemble(
     use_cache: bool = True,
     command: list[str] | None = None,
     engine: str = "local",
+    force: bool = False,
 ) -> FitResult:
     """Fit the ensemble and write ``ensembles/<name>/`` (see module docstring)."""
     from stackkit.meta.bias import decide_bias
     from stackkit.meta.registry import make_learner
 
     metas = resolve_metas(meta)
+    name = check_name(default_name(meta) if name is None else name, "ensemble")
+    store.refuse_to_replace(store.ensemble_dir(name), f"ensemble {name!r}", force)
     check_engine(engine)
     folds = store.read_folds()
     runs = check_run_names(store, runs)
@@ -185,7 +197,6 @@ def fit_ensemble(
     finally:  # also on bad input: never leave the warm-up running behind an error
         if warm is not None:
             warm.join()
-    name = name or (meta if isinstance(meta, str) else "+".join(metas)).replace(",", "+")
     y, f, c = folds.labels, folds.fold_ids, folds.n_classes
 
     # the refits on all rows join the CV pool when they will be needed whatever the pick: one

@@ -27,6 +27,7 @@ import pandas as pd
 from stackkit import metrics
 from stackkit.contract import schema
 from stackkit.contract.errors import StackkitError
+from stackkit.contract.names import check_name
 from stackkit.contract.store import Store
 
 log = logging.getLogger(__name__)
@@ -136,8 +137,7 @@ def import_run(
     """Convert, validate and write ``runs/<run>/`` (nothing is written if any check fails)."""
     if kind not in KINDS:
         raise StackkitError(f"--kind must be one of {', '.join(KINDS)}, got {kind!r}")
-    if not run or "/" in run or run.startswith("."):
-        raise StackkitError(f"run name {run!r} is not a plain folder name")
+    check_name(run, "run")
     if (store.run_dir(run) / schema.RUN_FILE).exists() and not force:
         raise StackkitError(
             f"run {run!r} already exists in {store.root / 'runs'} (--force replaces it)"

@@ -34,6 +34,7 @@ import pandas as pd
 
 from stackkit.contract import schema
 from stackkit.contract.errors import ContractError, StackkitError
+from stackkit.contract.names import check_name
 from stackkit.contract.store import Store, file_sha256, read_json, read_parquet
 
 log = logging.getLogger(__name__)
@@ -170,10 +171,15 @@ def pseudo_label(
     class_thresholds: Mapping[str, float] | None = None,
     name: str | None = None,
     balance: bool = False,
+    force: bool = False,
 ) -> PseudoSet:
     """Choose confident test samples of ``ensemble`` and write ``pseudo/<name>/`` (name: ensemble)."""
     class_thresholds = dict(class_thresholds or {})
-    name = name or ensemble
+    check_name(ensemble, "ensemble")
+    name = check_name(ensemble if name is None else name, "pseudo set")
+    store.refuse_to_replace(
+        store.pseudo_dir(name) / schema.PSEUDO_FILE, f"pseudo set {name!r}", force
+    )
     folds = store.read_folds()
     classes = list(folds.classes)
     thresholds = _check_rule(threshold, max_per_class, class_thresholds, classes)

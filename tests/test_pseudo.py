@@ -102,7 +102,8 @@ def test_class_threshold_overrides_the_global_one(store):
     res = pseudo_label(store, "ens", threshold=0.9, class_thresholds={cls: 0.8})
     assert set(chosen(res)) == {"t0001.jpg", "t0003.jpg"}
     with pytest.raises(StackkitError, match="no test sample clears"):
-        pseudo_label(store, "ens", threshold=0.9, class_thresholds={schema_class(store, 2): 0.99})
+        pseudo_label(store, "ens", threshold=0.9, class_thresholds={schema_class(store, 2): 0.99},
+                     force=True)  # fmt: skip
 
 
 def schema_class(store, c: int) -> str:
@@ -183,7 +184,7 @@ def test_a_set_from_other_folds_is_refused(store, small_case):
     with pytest.raises(ContractError, match=r"pseudo\.parquet: made on another fold assignment"):
         store.read_pseudo("ens", store.read_folds())
     with pytest.raises(ContractError, match=r"ensemble\.json: made on another fold assignment"):
-        pseudo_label(store, "ens")
+        pseudo_label(store, "ens", force=True)
 
 
 # --------------------------------------------------------------------------------------------

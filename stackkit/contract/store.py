@@ -29,6 +29,7 @@ import pyarrow.parquet as pq
 
 from stackkit.contract import schema
 from stackkit.contract.errors import ContractError, StackkitError
+from stackkit.contract.names import check_name, is_valid_name
 
 log = logging.getLogger(__name__)
 
@@ -200,13 +201,32 @@ class Store:
         return self.root / schema.FOLDS_FILE
 
     def run_dir(self, run: str) -> Path:
-        return self.root / "runs" / run
+        return self._child("runs", run, "run")
 
     def ensemble_dir(self, name: str) -> Path:
-        return self.root / "ensembles" / name
+        return self._child("ensembles", name, "ensemble")
 
     def pseudo_dir(self, name: str) -> Path:
-        return self.root / "pseudo" / name
+        return self._child("pseudo", name, "pseudo set")
+
+    def _child(self, folder: str, name: str, kind: str) -> Path:
+        """``root/folder/name`` once ``name`` obeys the name rule and the path stays inside the
+        artifacts folder (a symlink to elsewhere is refused): every path to a run, ensemble or
+        pseudo set is made here, so no name reaches the filesystem unchecked."""
+        path = self.root / folder / check_name(name, kind)
+        if path.is_symlink() and not is_inside(path, self.root):
+            raise StackkitError(
+                f"{kind} {name!r}: {path} is a symbolic link to {path.resolve()}, outside the "
+                f"artifacts folder {self.root}; refused"
+            )
+        return path
+
+    def refuse_to_replace(self, path: Path, what: str, force: bool) -> None:
+        """Raise unless ``path`` is free or ``force`` says to replace it (checked before any work)."""
+        if not force and (path.exists() or path.is_symlink()):
+            raise StackkitError(
+                f"{what} already exists ({self.rel(path)}); pass --force to replace it"
+            )
 
     def rel(self, path: Path) -> str:
         try:
@@ -247,15 +267,18 @@ class Store:
 
     # runs -----------------------------------------------------------------------------------
     def run_names(self, *, include_incomplete: bool = False) -> list[str]:
-        """Runs present (sorted). A run is complete once its run.json exists."""
+        """Runs present (sorted). A run is complete once its run.json exists. Folders whose name
+        breaks the name rule, or that link outside the artifacts folder, are no runs (``stackkit
+        runs`` lists them, with the reason)."""
         base = self.root / "runs"
         if not base.is_dir():
             return []
         return sorted(
             p.name
             for p in base.iterdir()
-            if p.is_dir()
-            and not p.name.startswith(".")
+            if is_valid_name(p.name)
+            and p.is_dir()
+            and is_inside(p, self.root)
             and (include_incomplete or (p / schema.RUN_FILE).is_file())
         )
 
@@ -362,6 +385,11 @@ class Store:
         df = schema.validate_pseudo(df, meta, n_classes, f"pseudo set {name!r} (to be written)")
         write_parquet(df.astype(schema.PSEUDO_COLUMNS), path, meta)
         return path
+
+
+def is_inside(path: str | os.PathLike, root: str | os.PathLike) -> bool:
+    """Whether ``path``, symlinks resolved, lies inside ``root`` (resolved too)."""
+    return Path(path).resolve().is_relative_to(Path(root).resolve())
 
 
 def _test_id_mismatch(t: pd.DataFrame, ref_ids: np.ndarray, where: str, ref_run: str) -> None:

@@ -10,6 +10,7 @@ import numpy as np
 from stackkit import metrics
 from stackkit.compare import ensemble_oof
 from stackkit.contract.errors import StackkitError
+from stackkit.contract.names import check_name, is_valid_name
 from stackkit.contract.store import Store, read_json
 from stackkit.leaderboard import Leaderboard, leaderboard
 
@@ -51,13 +52,15 @@ def ensemble_names(store: Store) -> list[str]:
     base = store.root / "ensembles"
     if not base.is_dir():
         return []
-    found = [p for p in base.iterdir() if not p.name.startswith(".")]
+    found = [p for p in base.iterdir() if is_valid_name(p.name)]
     found = [p for p in found if (p / "ensemble.json").is_file()]
     found.sort(key=lambda p: (p / "ensemble.json").stat().st_mtime, reverse=True)
     return [p.name for p in found]
 
 
 def resolve_ensemble(store: Store, name: str | None) -> str:
+    if name is not None:
+        check_name(name, "ensemble")
     have = ensemble_names(store)
     if not have:
         raise StackkitError(

@@ -398,9 +398,13 @@ def pseudo_label_cmd(
         for r in res.table.to_dict("records")
     ]
     print(format_table(rows, PSEUDO_COLUMNS))
+    per_fold = ", ".join(
+        f"fold {f}: {n}" for f, n in zip(res.per_fold["fold"], res.per_fold["chosen"])
+    )
+    print(f"rows chosen per fold (each trains only its own fold's model): {per_fold}")
     print(
-        f"chose {len(res.frame)} of {res.meta['n_test']} test samples "
-        f"(mean confidence {res.frame['confidence'].mean():.3f}); wrote {res.path}"
+        f"chose {len(res.frame)} rows over {len(res.per_fold)} folds from {res.meta['n_test']} "
+        f"test samples (mean confidence {res.frame['confidence'].mean():.3f}); wrote {res.path}"
     )
 
 

@@ -1,28 +1,36 @@
-"""Pseudo labels: the test samples an ensemble is confident about, as extra training rows.
+"""Pseudo labels per fold: confident test predictions as extra training rows for fold k's model.
 
-``pseudo_label`` reads ``ensembles/<ensemble>/test_proba.parquet`` and ``ensemble.json``, takes
-each test sample's most probable class as its label and that probability as its confidence, and
-keeps the samples whose confidence clears the threshold of their class (``threshold``, or the
-class's own entry in ``class_thresholds``). Two caps keep the added rows from tilting the class
+Fold k's round-2 model may only learn from labels that nothing fitted on fold k's labels made
+(contract 1.1). So ``pseudo_label`` reads the ensemble's recipe (``ensemble.json``: its selected
+candidate, parameters, blend components and whether bias offsets were applied), and for every fold
+k redoes it without fold k (:func:`stackkit.cv.per_fold.fold_test_proba`): the runs' fold-k test
+logits, combined by the meta-level CV's fold-k learner. Each test sample's most probable class is
+its label and that probability its confidence; a sample is kept for fold k when its confidence
+clears the threshold of its class (``threshold``, or the class's own entry in
+``class_thresholds``). Two caps, applied per fold, keep the added rows from tilting the class
 balance; each class keeps its most confident samples (ties: sample_id order):
 
-- ``max_per_class``: at most N samples of any one class.
+- ``max_per_class``: at most N samples of any one class per fold.
 - ``balance``: each class at most ``ceil(share * T)`` samples, where ``share`` is the class's
-  share of the train labels (folds.parquet) and ``T`` the number of samples that cleared the
-  thresholds (after ``max_per_class``). Easy classes that would be over-represented are trimmed
-  to their train share; classes with too few confident samples keep what they have (nothing is
-  invented), so the set never over-represents a class by more than one sample.
+  share of fold k's training labels and ``T`` the number of samples that cleared the thresholds
+  for fold k (after ``max_per_class``). Classes with too few confident samples keep what they
+  have (nothing is invented).
 
-The set is written to ``pseudo/<name>/pseudo.parquet`` (CONTRACT.md) with the ensemble's name and
-content hash, the folds hash, the rule and the per-class counts. An ensemble made on another
-folds.parquet is refused; if no sample clears the threshold, nothing is written.
+The set is written to ``pseudo/<name>/pseudo.parquet`` (CONTRACT.md): one row per (test sample,
+fold) chosen, with the fold it may train; the metadata holds the ensemble's name and content hash,
+the folds hash, the rule, the per-class and per-fold counts and a hash of the rows, so that the
+same rows always give the same hash. An ensemble made on another folds.parquet, or whose runs
+changed since, is refused; if no sample clears the threshold in any fold, nothing is written.
 
     >>> result = pseudo_label(Store("artifacts"), "lr", threshold=0.95, balance=True)
-    >>> result.table          # class, candidates, chosen, mean_confidence
+    >>> result.table          # class, candidates, chosen, mean_confidence (over folds)
+    >>> result.per_fold       # fold, chosen
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 import math
 from collections.abc import Iterable, Mapping
@@ -35,7 +43,8 @@ import pandas as pd
 from stackkit.contract import schema
 from stackkit.contract.errors import ContractError, StackkitError
 from stackkit.contract.names import check_name
-from stackkit.contract.store import Store, file_sha256, read_json, read_parquet
+from stackkit.contract.store import Store, file_sha256, read_json
+from stackkit.cv.per_fold import BLEND, fold_test_proba
 
 log = logging.getLogger(__name__)
 
@@ -50,10 +59,11 @@ class PseudoSet:
     """A written pseudo-label set: the rows, their metadata, and a per-class summary."""
 
     name: str
-    frame: pd.DataFrame  # sample_id, label, confidence (sorted by sample_id)
+    frame: pd.DataFrame  # sample_id, fold, label, confidence (by fold, then sample_id)
     meta: dict
-    table: pd.DataFrame  # class, candidates, chosen, mean_confidence (of the chosen)
+    table: pd.DataFrame  # class, candidates, chosen, mean_confidence (summed over folds)
     path: Path
+    per_fold: pd.DataFrame  # fold, chosen
 
 
 def parse_class_thresholds(items: Iterable[str] | None) -> dict[str, float]:
@@ -95,10 +105,8 @@ def _check_rule(
     return per_class
 
 
-def _read_ensemble(
-    store: Store, ensemble: str, folds: schema.Folds
-) -> tuple[pd.DataFrame, dict, str]:
-    """The ensemble's validated test probabilities, its ensemble.json, and its content hash."""
+def _read_ensemble(store: Store, ensemble: str, folds: schema.Folds) -> tuple[dict, str]:
+    """The ensemble's ensemble.json (checked to be made on these folds) and its content hash."""
     d = store.ensemble_dir(ensemble)
     if not d.is_dir():
         base = store.root / "ensembles"
@@ -109,7 +117,8 @@ def _read_ensemble(
         )
     where = lambda f: f"ensemble {ensemble!r}: {store.rel(d / f)}"  # noqa: E731
     info = read_json(d / ENSEMBLE_FILE, where(ENSEMBLE_FILE))
-    made_on = (info.get("inputs") or {}).get("folds_hash") if isinstance(info, dict) else None
+    inputs = info.get("inputs") if isinstance(info, dict) else None
+    made_on = inputs.get("folds_hash") if isinstance(inputs, dict) else None
     if not isinstance(made_on, str):
         raise ContractError(f"{where(ENSEMBLE_FILE)}: lacks inputs.folds_hash")
     if made_on != folds.hash:
@@ -117,17 +126,58 @@ def _read_ensemble(
             f"{where(ENSEMBLE_FILE)}: made on another fold assignment (folds_hash {made_on[:12]}… "
             f"!= {folds.hash[:12]}… of folds.parquet); refit the ensemble"
         )
-    df, _ = read_parquet(d / TEST_PROBA_FILE, where(TEST_PROBA_FILE))
-    have = [c for c in df.columns if isinstance(c, str) and c.startswith("prob_")]
-    if len(have) != folds.n_classes:
-        raise ContractError(
-            f"{where(TEST_PROBA_FILE)}: has {len(have)} prob columns for the {folds.n_classes} "
-            "classes of folds.parquet"
-        )
-    if len(df) == 0:
-        raise ContractError(f"{where(TEST_PROBA_FILE)}: has no rows")
-    df = schema.validate_proba(df.reset_index(drop=True), folds.n_classes, where(TEST_PROBA_FILE))
-    return df, info, file_sha256(d / TEST_PROBA_FILE, d / ENSEMBLE_FILE)
+    runs = inputs.get("runs")
+    if (
+        not isinstance(runs, list)
+        or not runs
+        or not all(isinstance(r, dict) and isinstance(r.get("run"), str) for r in runs)
+    ):
+        raise ContractError(f"{where(ENSEMBLE_FILE)}: lacks inputs.runs (a list of runs)")
+    if not isinstance(info.get("meta"), str):
+        raise ContractError(f"{where(ENSEMBLE_FILE)}: lacks 'meta' (the selected candidate)")
+    # content, not file bytes: a refit that writes the same ensemble gives the same hash
+    content = {k: v for k, v in info.items() if k not in ("created", "command")}
+    h = hashlib.sha256(json.dumps(content, sort_keys=True, default=str).encode())
+    h.update(file_sha256(d / TEST_PROBA_FILE).encode())
+    return info, h.hexdigest()
+
+
+def _recipe(info: dict, where: str) -> tuple[str, dict, list[str], bool]:
+    """(selected candidate, --param values, blend components, bias applied) of an ensemble."""
+    meta = info["meta"]
+    params = info.get("cli_params") or {}
+    components: list[str] = []
+    if meta == BLEND:
+        got = (info.get("params") or {}).get("candidates")
+        if not isinstance(got, list) or not got:
+            raise ContractError(f"{where}: a blend without params.candidates (its components)")
+        components = [str(m) for m in got]
+    return meta, params, components, info.get("bias_offsets") is not None
+
+
+def _check_runs(store: Store, info: dict, where: str) -> list[str]:
+    """The ensemble's runs, each still present and unchanged since the fit."""
+    names = []
+    for r in info["inputs"]["runs"]:
+        run = r["run"]
+        if run not in store.run_names():
+            raise StackkitError(f"{where}: its run {run!r} is no longer complete in runs/")
+        if r.get("hash") and store.run_hash(run) != r["hash"]:
+            raise StackkitError(
+                f"{where}: run {run!r} changed after the ensemble was fitted; refit the ensemble"
+            )
+        names.append(run)
+    return names
+
+
+def rows_hash(frame: pd.DataFrame) -> str:
+    """A hash of a pseudo set's rows (sample_id, fold, label, confidence), order-independent."""
+    df = frame.sort_values(["fold", "sample_id"], kind="stable")
+    h = hashlib.sha256()
+    for col in ("sample_id", "fold", "label"):
+        h.update("\x1f".join(map(str, df[col].tolist())).encode())
+    h.update(df["confidence"].to_numpy(dtype=np.float32).tobytes())
+    return h.hexdigest()
 
 
 def select(
@@ -172,8 +222,12 @@ def pseudo_label(
     name: str | None = None,
     balance: bool = False,
     force: bool = False,
+    n_jobs: int | None = None,
 ) -> PseudoSet:
-    """Choose confident test samples of ``ensemble`` and write ``pseudo/<name>/`` (name: ensemble)."""
+    """Choose confident test samples of ``ensemble`` per fold and write ``pseudo/<name>/``
+    (name: the ensemble's). See the module docstring."""
+    from stackkit.fit import resolve_n_jobs
+
     class_thresholds = dict(class_thresholds or {})
     check_name(ensemble, "ensemble")
     name = check_name(ensemble if name is None else name, "pseudo set")
@@ -183,32 +237,41 @@ def pseudo_label(
     folds = store.read_folds()
     classes = list(folds.classes)
     thresholds = _check_rule(threshold, max_per_class, class_thresholds, classes)
-    df, info, ens_hash = _read_ensemble(store, ensemble, folds)
+    info, ens_hash = _read_ensemble(store, ensemble, folds)
+    where = f"ensemble {ensemble!r}: {store.rel(store.ensemble_dir(ensemble) / ENSEMBLE_FILE)}"
+    meta_name, params, components, bias = _recipe(info, where)
+    runset = store.load_runs(_check_runs(store, info, where), folds)
 
-    df = df.sort_values("sample_id", kind="stable").reset_index(drop=True)
-    proba = df[schema.prob_columns(folds.n_classes)].to_numpy(dtype=np.float64)
-    share = (
-        np.bincount(folds.labels, minlength=folds.n_classes) / len(folds.labels)
-        if balance
-        else None
-    )
-    chosen, candidates = select(proba, thresholds, max_per_class, share)
-    where = f"ensemble {ensemble!r}: {store.rel(store.ensemble_dir(ensemble) / TEST_PROBA_FILE)}"
-    if len(chosen) == 0:
+    proba = fold_test_proba(
+        runset, meta_name, params, components, bias,
+        n_jobs=resolve_n_jobs(n_jobs, int(np.prod(runset.test.shape[1:]))),
+    )  # fmt: skip
+    ids = runset.test_ids  # sorted sample_id order: breaks confidence ties
+    parts, candidates = [], np.zeros(folds.n_classes, dtype=np.int64)
+    for i, k in enumerate(np.unique(folds.fold_ids)):
+        train = folds.labels[folds.fold_ids != k]
+        share = np.bincount(train, minlength=folds.n_classes) / len(train) if balance else None
+        chosen, cand = select(proba[i], thresholds, max_per_class, share)
+        candidates += cand
+        label = proba[i][chosen].argmax(axis=1)
+        parts.append(
+            pd.DataFrame(
+                {
+                    "sample_id": ids[chosen],
+                    "fold": np.full(len(chosen), k, dtype=np.int8),
+                    "label": label.astype(np.int16),
+                    "confidence": proba[i][chosen, label].astype(np.float32),
+                }
+            )
+        )
+    frame = pd.concat(parts, ignore_index=True).astype(schema.PSEUDO_COLUMNS)
+    if len(frame) == 0:
         best = float(proba.max())
         raise StackkitError(
-            f"{where}: no test sample clears the threshold (highest confidence {best:.3f}); "
-            "nothing written; try a lower --threshold"
+            f"{where}: no test sample clears the threshold in any fold (highest confidence "
+            f"{best:.3f}); nothing written; try a lower --threshold"
         )
-
-    label = proba[chosen].argmax(axis=1)
-    frame = pd.DataFrame(
-        {
-            "sample_id": df["sample_id"].to_numpy(dtype=object)[chosen],
-            "label": label.astype(np.int16),
-            "confidence": proba[chosen, label].astype(np.float32),
-        }
-    ).astype(schema.PSEUDO_COLUMNS)
+    label = frame["label"].to_numpy()
     counts = np.bincount(label, minlength=folds.n_classes)
     mean_conf = [
         float(frame["confidence"][label == c].mean()) if counts[c] else math.nan
@@ -217,11 +280,19 @@ def pseudo_label(
     table = pd.DataFrame(
         {"class": classes, "candidates": candidates, "chosen": counts, "mean_confidence": mean_conf}
     )
+    per_fold = (
+        frame.groupby("fold", observed=True).size().reindex(np.unique(folds.fold_ids), fill_value=0)
+    )
+    per_fold = pd.DataFrame({"fold": per_fold.index.astype(int), "chosen": per_fold.to_numpy()})
     meta = {
         "ensemble": ensemble,
         "ensemble_hash": ens_hash,
-        "ensemble_meta": info.get("meta"),
+        "ensemble_meta": meta_name,
         "folds_hash": folds.hash,
+        "per_fold_method": (
+            "fold k's labels: the runs' fold-k test logits combined by the meta-level CV's fold-k "
+            "learner (fitted without fold k's labels)"
+        ),
         "rule": {
             "threshold": float(threshold),
             "class_thresholds": {k: float(v) for k, v in sorted(class_thresholds.items())},
@@ -229,14 +300,15 @@ def pseudo_label(
             "balance": bool(balance),
         },
         "per_class": {c: int(n) for c, n in zip(classes, counts)},
-        "n_test": len(df),
+        "per_fold": {str(f): int(n) for f, n in zip(per_fold["fold"], per_fold["chosen"])},
+        "n_test": len(ids),
         "n_chosen": len(frame),
-        "created": pd.Timestamp.now(tz="UTC").isoformat(),
+        "rows_hash": rows_hash(frame),
     }
     path = store.write_pseudo(name, frame, meta, folds.n_classes)
     log.info(
-        "pseudo set %r: %d of %d test samples from ensemble %r -> %s",
-        name, len(frame), len(df), ensemble, path,
+        "pseudo set %r: %d rows over %d folds (%d test samples) from ensemble %r -> %s",
+        name, len(frame), len(per_fold), len(ids), ensemble, path,
     )  # fmt: skip
     meta = dict(meta, version=schema.CONTRACT_VERSION)
-    return PseudoSet(name, frame, meta, table, path)
+    return PseudoSet(name, frame, meta, table, path, per_fold)

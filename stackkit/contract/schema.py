@@ -378,25 +378,38 @@ def validate_proba(df: pd.DataFrame, n_classes: int, where: str) -> pd.DataFrame
     return df
 
 
-PSEUDO_COLUMNS = {"sample_id": "string", "label": "int16", "confidence": "float32"}
+# version 1.1: ``fold`` (int8), the one fold whose model may train on the row's label. A version 1
+# set (no fold column) is still read; runners refuse it (its labels came from all fold models).
+PSEUDO_COLUMNS = {"sample_id": "string", "fold": "int8", "label": "int16", "confidence": "float32"}
+PSEUDO_COLUMNS_V1 = {"sample_id": "string", "label": "int16", "confidence": "float32"}
 
 
 def validate_pseudo(
-    df: pd.DataFrame, meta: dict | None, n_classes: int, where: str
+    df: pd.DataFrame, meta: dict | None, n_classes: int, where: str, n_folds: int | None = None
 ) -> pd.DataFrame:
+    """A pseudo-label set in canonical dtypes; with a ``fold`` column each (sample_id, fold) at
+    most once and every fold in [0, n_folds) (when ``n_folds`` is given)."""
     if not isinstance(meta, dict) or meta.get("version") != CONTRACT_VERSION:
         raise _fail(where, "schema metadata 'stackkit' is missing or not version 1")
     for key in ("ensemble", "ensemble_hash", "folds_hash", "rule", "per_class"):
         if key not in meta:
             raise _fail(where, f"metadata lacks {key!r}")
-    _require_columns(df, list(PSEUDO_COLUMNS), where)
+    _require_columns(df, list(PSEUDO_COLUMNS_V1), where)
     df = df.reset_index(drop=True)
     ids = _string_column(df, "sample_id", where)
     df = df.assign(sample_id=ids)
-    _unique_ids(df, where)
-    label = _int_column(df, "label", 0, n_classes, "int16", where)
+    out = {"sample_id": ids}
+    if "fold" in df.columns:
+        out["fold"] = _int_column(df, "fold", 0, n_folds or 128, "int8", where)
+        dup = df.duplicated(["sample_id", "fold"]).to_numpy()
+        if dup.any():
+            raise _fail(where, f"{_row(df, int(np.argmax(dup)))}: sample_id twice in one fold")
+    else:
+        _unique_ids(df, where)
+    out["label"] = _int_column(df, "label", 0, n_classes, "int16", where)
     conf = df["confidence"].to_numpy(dtype=np.float64)
     bad = ~np.isfinite(conf) | (conf < 0) | (conf > 1)
     if bad.any():
         raise _fail(where, f"{_row(df, int(np.argmax(bad)))}: confidence must lie in [0, 1]")
-    return pd.DataFrame({"sample_id": ids, "label": label, "confidence": conf.astype(np.float32)})
+    out["confidence"] = conf.astype(np.float32)
+    return pd.DataFrame(out)

@@ -371,7 +371,7 @@ class Store:
         path = self.pseudo_dir(name) / schema.PSEUDO_FILE
         where = f"pseudo set {name!r}: {self.rel(path)}"
         df, meta = read_parquet(path, where)
-        df = schema.validate_pseudo(df, meta, folds.n_classes, where)
+        df = schema.validate_pseudo(df, meta, folds.n_classes, where, folds.n_folds)
         if meta["folds_hash"] != folds.hash:
             raise ContractError(
                 f"{where}: made on another fold assignment (folds_hash {meta['folds_hash'][:12]}… "
@@ -383,7 +383,7 @@ class Store:
         path = self.pseudo_dir(name) / schema.PSEUDO_FILE
         meta = dict(meta, version=schema.CONTRACT_VERSION)
         df = schema.validate_pseudo(df, meta, n_classes, f"pseudo set {name!r} (to be written)")
-        write_parquet(df.astype(schema.PSEUDO_COLUMNS), path, meta)
+        write_parquet(df.astype({c: schema.PSEUDO_COLUMNS[c] for c in df.columns}), path, meta)
         return path
 
 

@@ -108,13 +108,6 @@ def group_tallies(y: np.ndarray, pred: np.ndarray, groups: np.ndarray, n_classes
     return tp, pc, tc
 
 
-def macro_f1_from_counts(tp: np.ndarray, pc: np.ndarray, tc: np.ndarray) -> np.ndarray:
-    """Macro-F1 over the last axis from (weighted) tallies; a class with no support scores 0."""
-    denom = pc + tc
-    f1 = np.divide(2.0 * tp, denom, out=np.zeros_like(tp), where=denom > 0)
-    return f1.mean(axis=-1)
-
-
 def paired_bootstrap(
     y: np.ndarray,
     pred_a: np.ndarray,
@@ -139,8 +132,8 @@ def paired_bootstrap(
         m = min(CHUNK, n_boot - start)
         s = _draw_counts(rng, m, g) @ table  # (m, 5C) resampled tallies
         tc = s[:, 4 * c :]
-        fa = macro_f1_from_counts(s[:, :c], s[:, c : 2 * c], tc)
-        fb = macro_f1_from_counts(s[:, 2 * c : 3 * c], s[:, 3 * c : 4 * c], tc)
+        fa = metrics.macro_f1_from_counts(s[:, :c], s[:, c : 2 * c], tc)
+        fb = metrics.macro_f1_from_counts(s[:, 2 * c : 3 * c], s[:, 3 * c : 4 * c], tc)
         out[start : start + m] = fa - fb
     return out
 

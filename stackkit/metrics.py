@@ -8,19 +8,38 @@ different ensembles over the same classes are comparable.
 from __future__ import annotations
 
 import numpy as np
+from scipy import special
 from sklearn.metrics import f1_score
 
 EPS = 1e-15
 
 
 def log_softmax(logits: np.ndarray, axis: int = -1) -> np.ndarray:
-    z = np.asarray(logits, dtype=np.float64)
-    z = z - z.max(axis=axis, keepdims=True)
-    return z - np.log(np.exp(z).sum(axis=axis, keepdims=True))
+    """scipy's ``log_softmax`` in float64 (logits may be float32)."""
+    return special.log_softmax(np.asarray(logits, dtype=np.float64), axis=axis)
 
 
 def softmax(logits: np.ndarray, axis: int = -1) -> np.ndarray:
-    return np.exp(log_softmax(logits, axis=axis))
+    """scipy's ``softmax`` in float64 (logits may be float32)."""
+    return special.softmax(np.asarray(logits, dtype=np.float64), axis=axis)
+
+
+def f1_from_counts(tp: np.ndarray, n_pred: np.ndarray, n_true: np.ndarray) -> np.ndarray:
+    """Per-class F1 from counts (true positives, predictions, truths; weighted tallies allowed):
+    2TP / (predicted + true), 0 for a class never true nor predicted (scikit-learn's
+    ``zero_division=0``)."""
+    tp = np.asarray(tp, dtype=np.float64)
+    denom = np.asarray(n_true, dtype=np.float64) + np.asarray(n_pred, dtype=np.float64)
+    shape = np.broadcast_shapes(tp.shape, denom.shape)
+    return np.divide(2.0 * tp, denom, out=np.zeros(shape), where=denom > 0)
+
+
+def macro_f1_from_counts(tp: np.ndarray, n_pred: np.ndarray, n_true: np.ndarray) -> np.ndarray:
+    """Macro-F1 over the last axis from per-class counts: the mean of :func:`f1_from_counts`
+    over every class, as scikit-learn's ``f1_score(average="macro")`` over every label. One score
+    per leading index: the greedy searches (caruana, bias offsets, the bootstrap) update counts
+    instead of rescoring labels."""
+    return f1_from_counts(tp, n_pred, n_true).mean(axis=-1)
 
 
 def macro_f1(y_true: np.ndarray, y_pred: np.ndarray, n_classes: int) -> float:

@@ -7,6 +7,7 @@ import pytest
 from sklearn.metrics import f1_score
 
 from stackkit import compare as cmp
+from stackkit import metrics
 from stackkit.contract.errors import StackkitError
 
 
@@ -26,7 +27,7 @@ def test_weighted_tallies_match_sklearn_with_sample_weights(rng):
     groups = rng.integers(0, 80, n)
     tp, pc, tc = cmp.group_tallies(y, pred, groups, c)
     w = rng.integers(0, 4, 80).astype(float)  # a bootstrap replicate: counts per group
-    ours = cmp.macro_f1_from_counts(w @ tp, w @ pc, w @ tc)
+    ours = metrics.macro_f1_from_counts(w @ tp, w @ pc, w @ tc)
     ref = f1_score(y, pred, labels=range(c), average="macro", sample_weight=w[groups],
                    zero_division=0)  # fmt: skip
     assert ours == pytest.approx(ref, abs=1e-12)
@@ -118,3 +119,19 @@ def test_compare_two_runs_of_a_store(store):
 def test_bad_requests_name_the_problem(store, a, b, n_boot, message):
     with pytest.raises(StackkitError, match=message):
         cmp.compare(store, a, b, n_boot=n_boot)
+
+
+def test_macro_f1_from_counts_matches_scikit_learn():
+    """The one counts-based macro-F1 (metrics.macro_f1_from_counts) that caruana, bias tuning and
+    the bootstrap share equals scikit-learn's macro-F1 over every label, absent classes included."""
+
+    rng = np.random.default_rng(3)
+    for c in (2, 6, 18):
+        y = rng.integers(0, c - 1, 500)  # the last class never true
+        pred = rng.integers(0, c, 500)
+        tp = np.bincount(y[pred == y], minlength=c)
+        got = metrics.macro_f1_from_counts(
+            tp, np.bincount(pred, minlength=c), np.bincount(y, minlength=c)
+        )
+        want = f1_score(y, pred, labels=np.arange(c), average="macro", zero_division=0)
+        assert got == pytest.approx(want, abs=1e-12)

@@ -30,7 +30,14 @@ import numpy as np
 from sklearn.base import BaseEstimator
 from sklearn.utils.validation import check_is_fitted
 
-from stackkit.metrics import EPS, log_softmax, macro_f1, softmax
+from stackkit.metrics import (
+    EPS,
+    f1_from_counts,
+    log_softmax,
+    macro_f1,
+    macro_f1_from_counts,
+    softmax,
+)
 
 log = logging.getLogger(__name__)
 
@@ -38,17 +45,6 @@ TIE_TOL = 1e-12  # a move must gain more than this (both scores come from exact 
 SEARCH_TOL = 1e-9  # the line search sums per-row changes: intervals this close count as tied
 MIN_WIDTH = 1e-9  # narrower intervals are rounding slivers between equal breakpoints: skipped
 EDGE_STEP = 1.0  # past the last breakpoint, in nats: an unbounded interval has no midpoint
-
-
-def _f1(tp, n_pred, n_true):
-    denom = n_true + n_pred  # 2TP + FP + FN
-    return np.divide(2.0 * tp, denom, out=np.zeros(np.shape(tp)), where=denom > 0)
-
-
-def macro_f1_from_counts(tp: np.ndarray, n_pred: np.ndarray, n_true: np.ndarray) -> np.ndarray:
-    """Macro-F1 over every class (last axis) from true positives and prediction counts; a class
-    never true nor predicted scores 0 and still counts, as in scikit-learn."""
-    return _f1(tp, n_pred, n_true).mean(axis=-1)
 
 
 def score_labels(y: np.ndarray, pred: np.ndarray, n_classes: int) -> float:
@@ -91,9 +87,11 @@ def line_search(
     n_pred0 = np.bincount(alt, minlength=n_classes)
     tp0 = np.bincount(alt[correct], minlength=n_classes)
     n_pred, tp, nt = n_pred0[alt] - rank, tp0[alt] - right_before, n_true[alt]
-    delta = _f1(tp - correct, n_pred - 1, nt) - _f1(tp, n_pred, nt)
-    f1_c = _f1(np.r_[0, np.cumsum(ys == c)], np.arange(n + 1), n_true[c])
-    scores = (_f1(tp0, n_pred0, n_true).sum() + np.r_[0.0, np.cumsum(delta)] + f1_c) / n_classes
+    delta = f1_from_counts(tp - correct, n_pred - 1, nt) - f1_from_counts(tp, n_pred, nt)
+    f1_c = f1_from_counts(np.r_[0, np.cumsum(ys == c)], np.arange(n + 1), n_true[c])
+    scores = (
+        f1_from_counts(tp0, n_pred0, n_true).sum() + np.r_[0.0, np.cumsum(delta)] + f1_c
+    ) / n_classes
 
     # interval k is (b[k-1], b[k]); it counts only where those differ by more than rounding
     lo, hi = np.r_[-np.inf, b], np.r_[b, np.inf]

@@ -22,7 +22,7 @@ import numpy as np
 from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.utils.validation import check_is_fitted
 
-from stackkit.metrics import EPS, softmax
+from stackkit.metrics import EPS, macro_f1_from_counts, softmax
 
 log = logging.getLogger(__name__)
 
@@ -55,9 +55,7 @@ def score_counts(tp: np.ndarray, n_pred: np.ndarray, n_true: np.ndarray, metric:
     still counts) or accuracy, from per-class counts; one score per row of ``tp``."""
     if metric == "accuracy":
         return tp.sum(axis=-1) / n_true.sum()
-    denom = n_true + n_pred  # 2TP + FP + FN
-    f1 = np.divide(2.0 * tp, denom, out=np.zeros(tp.shape), where=denom > 0)
-    return f1.mean(axis=-1)
+    return macro_f1_from_counts(tp, n_pred, n_true)
 
 
 def score_predictions(pred: np.ndarray, y: np.ndarray, n_classes: int, metric: str) -> np.ndarray:

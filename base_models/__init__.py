@@ -6,6 +6,13 @@ or, from Python, ``base_models.train(model=..., data=..., ...)`` with the same p
 This package imports torch and timm; ``stackkit`` never imports it.
 """
 
-from base_models.runner import RunResult, train
-
 __all__ = ["RunResult", "train"]
+
+
+def __getattr__(name: str):
+    # torch and timm load only when a runner is used, so `python -m base_models --help` is quick
+    if name in __all__:
+        from base_models import runner
+
+        return getattr(runner, name)
+    raise AttributeError(f"module 'base_models' has no attribute {name!r}")

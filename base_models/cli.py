@@ -116,7 +116,10 @@ def main_command(
     ] = 1,
     verbose: VerboseOpt = False,
 ) -> None:
-    """Train timm backbones on every fold of folds.parquet and write their runs."""
+    """Train timm backbones on every fold of folds.parquet and write their runs.
+
+    One piece at a time, for schedulers (same options): `python -m base_models prepare` (decode the image cache once), `python -m base_models run-fold --fold K` (one fold job), `python -m base_models assemble` (the run, from its shards); each takes --help.
+    """
     _logging(verbose)
     from stackkit.cv.engine import check_engine
 

@@ -96,3 +96,18 @@ def test_import_pulls_in_no_torch_timm_or_base_models(module):
         [sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, check=True
     )
     assert out.stdout.strip() == "", f"`import {module}` imported {out.stdout.strip()}"
+
+
+def test_runner_help_is_quick_and_lists_the_job_commands():
+    """`python -m base_models --help` answers without importing torch (it took ~10 s with it)."""
+    code = (
+        "import sys, runpy; sys.argv = ['base_models', '--help']\n"
+        "try:\n    runpy.run_module('base_models', run_name='__main__')\n"
+        "except SystemExit:\n    pass\n"
+        "print('TORCH' if 'torch' in sys.modules else 'NO-TORCH')"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip().endswith("NO-TORCH")
+    for cmd in ("prepare", "run-fold", "assemble"):
+        assert cmd in out.stdout

@@ -25,7 +25,7 @@ import numpy as np
 import pandas as pd
 
 # Every demo default in one place. Sized so the whole loop stays under 10 minutes on 2 CPU cores
-# (measured: see README): 200 people (1,400 train images) and 200 eval people at 48x64, three
+# (measured: see README): 200 people (1,400 train images) and 200 eval people at 64x48 (HxW), three
 # folds (each fold model trains on 2/3 of the people: half the cost of five folds), and three
 # small backbones of different families so that their errors differ. Scratch models need a high
 # learning rate and a dozen epochs; the ImageNet-initialised one learns in two.

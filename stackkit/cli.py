@@ -416,7 +416,9 @@ def demo_data_cmd(
     eval_people: Annotated[
         int, typer.Option("--eval-people", help="Eval people (7 images each, shuffled).")
     ] = 200,
-    size: Annotated[str, typer.Option("--size", help="Image size WIDTHxHEIGHT.")] = "48x64",
+    size: Annotated[
+        str, typer.Option("--size", help="Image size HxW, as the runner's --img-size.")
+    ] = "64x48",
     seed: Annotated[int, typer.Option("--seed", help="Random seed (same seed, same files).")] = 0,
 ) -> None:
     """Write drawn demo faces in the mask competition's layout (train/, eval/, eval/answers.csv)."""
@@ -431,7 +433,7 @@ def demo_data_cmd(
     print(
         f"wrote {res.n_train_images} train images ({res.n_train_people} people) and "
         f"{res.n_eval_images} eval images ({res.n_eval_people} people) at "
-        f"{res.size[0]}x{res.size[1]} under {res.root} in {time.perf_counter() - t0:.1f}s"
+        f"{res.size[1]}x{res.size[0]} (HxW) under {res.root} in {time.perf_counter() - t0:.1f}s"
     )
 
 

@@ -121,12 +121,12 @@ def test_refuses_a_non_empty_folder(demo):
         make_demo_data(demo, people=1, eval_people=1)
 
 
-@pytest.mark.parametrize(("text", "size"), [("48x64", (48, 64)), ("96X128", (96, 128))])
+@pytest.mark.parametrize(("text", "size"), [("64x48", (48, 64)), ("128X96", (96, 128))])
 def test_parse_size(text, size):
     assert parse_size(text) == size
 
 
-@pytest.mark.parametrize("text", ["48", "axb", "8x8", "48x64x3"])
+@pytest.mark.parametrize("text", ["48", "axb", "8x8", "64x48x3"])
 def test_parse_size_rejects(text):
     with pytest.raises(StackkitError, match="--size"):
         parse_size(text)
@@ -135,9 +135,9 @@ def test_parse_size_rejects(text):
 def test_cli(tmp_path):
     out = tmp_path / "d"
     args = ["demo-data", "--out", str(out), "--people", "3", "--eval-people", "2"]
-    res = CliRunner().invoke(app, [*args, "--size", "24x32", "--seed", "1"])
+    res = CliRunner().invoke(app, [*args, "--size", "32x24", "--seed", "1"])
     assert res.exit_code == 0, res.output
-    assert "wrote 21 train images (3 people) and 14 eval images (2 people) at 24x32" in res.stdout
+    assert "wrote 21 train images (3 people) and 14 eval images (2 people) at 32x24 (HxW)" in res.stdout
     with Image.open(next((out / "eval" / "images").iterdir())) as im:
         assert im.size == (24, 32)
     res = CliRunner().invoke(app, args)

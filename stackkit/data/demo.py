@@ -98,12 +98,13 @@ def age_group(age: int) -> int:
 
 
 def parse_size(text: str) -> tuple[int, int]:
-    """``"48x64"`` -> ``(48, 64)`` (width, height)."""
+    """``"64x48"`` (HEIGHTxWIDTH, as every size in stackkit and the runner's ``--img-size``) ->
+    ``(48, 64)`` (width, height, as PIL takes it)."""
     try:
-        w, h = (int(v) for v in text.lower().split("x"))
+        h, w = (int(v) for v in text.lower().split("x"))
     except ValueError:
         raise StackkitError(
-            f"--size must look like WIDTHxHEIGHT (e.g. 48x64), got {text!r}"
+            f"--size must look like HEIGHTxWIDTH (e.g. 64x48), got {text!r}"
         ) from None
     if w < 16 or h < 16:
         raise StackkitError(f"--size {text!r} is too small: both sides must be at least 16 pixels")
@@ -417,7 +418,7 @@ def make_demo_data(
     answers.assign(ans=0).to_csv(root / "eval" / "info.csv", index=False)
 
     log.info(
-        "wrote %d train people (%d images) and %d eval images at %dx%d under %s",
-        people, 7 * people, len(answers), size[0], size[1], root,
+        "wrote %d train people (%d images) and %d eval images at %dx%d (HxW) under %s",
+        people, 7 * people, len(answers), size[1], size[0], root,
     )  # fmt: skip
     return DemoData(root, people, 7 * people, eval_people, len(answers), size, seed)

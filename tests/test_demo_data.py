@@ -137,7 +137,10 @@ def test_cli(tmp_path):
     args = ["demo-data", "--out", str(out), "--people", "3", "--eval-people", "2"]
     res = CliRunner().invoke(app, [*args, "--size", "32x24", "--seed", "1"])
     assert res.exit_code == 0, res.output
-    assert "wrote 21 train images (3 people) and 14 eval images (2 people) at 32x24 (HxW)" in res.stdout
+    assert (
+        "wrote 21 train images (3 people) and 14 eval images (2 people) at 32x24 (HxW)"
+        in res.stdout
+    )
     with Image.open(next((out / "eval" / "images").iterdir())) as im:
         assert im.size == (24, 32)
     res = CliRunner().invoke(app, args)

@@ -45,3 +45,18 @@ def test_folds_missing_data_is_one_line(tmp_path):
     )
     assert res.exit_code == 1
     assert res.output.strip().startswith("error:") and "data folder not found" in res.output
+
+
+def test_a_rare_class_is_said_once_without_scikit_learn_warnings(caplog):
+    """Classes with fewer samples than folds: one log line of ours, no third-party warning."""
+    import warnings
+
+    from stackkit.data.folds import make_folds
+
+    ids = [f"s{i}" for i in range(40)]
+    labels = [0] * 20 + [1] * 18 + [2] * 2  # class 2 has 2 samples for 5 folds
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        folds = make_folds(ids, None, labels, ["a", "b", "c"], n_folds=5, seed=0)
+    assert folds.n_folds == 5
+    assert any("fewer samples than the 5 folds (c)" in r.getMessage() for r in caplog.records)

@@ -8,6 +8,7 @@ give the same assignment).
 from __future__ import annotations
 
 import logging
+import warnings
 from collections.abc import Sequence
 
 import numpy as np
@@ -40,8 +41,19 @@ def make_folds(
         raise StackkitError(f"--n-folds {n_folds} exceeds the number of groups ({n_groups})")
     fold = np.full(len(ids), -1, dtype=np.int64)
     splitter = StratifiedGroupKFold(n_splits=n_folds, shuffle=True, random_state=seed)
-    for k, (_, val) in enumerate(splitter.split(np.zeros(len(ids)), y, groups)):
-        fold[val] = k
+    rare = np.flatnonzero(
+        (np.bincount(y, minlength=len(classes)) > 0)
+        & (np.bincount(y, minlength=len(classes)) < n_folds)
+    )
+    if len(rare):  # said once, in our words, instead of scikit-learn's warning
+        log.warning(
+            "%d class(es) have fewer samples than the %d folds (%s): some folds will lack them",
+            len(rare), n_folds, ", ".join(str(classes[c]) for c in rare[:5]),
+        )  # fmt: skip
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="The least populated class", category=UserWarning)
+        for k, (_, val) in enumerate(splitter.split(np.zeros(len(ids)), y, groups)):
+            fold[val] = k
     frame = pd.DataFrame({"sample_id": ids, "group": groups, "label": y, "fold": fold})
     meta = dict(extra_meta or {})
     meta.update(version=schema.CONTRACT_VERSION, classes=list(classes), n_folds=n_folds, seed=seed)

@@ -81,6 +81,11 @@ RunsOpt = Annotated[
 ]
 
 
+def _check_n_jobs(n_jobs: int | None) -> None:
+    if n_jobs == 0:  # joblib's "no meaning", found only once the CV starts
+        raise StackkitError("--n-jobs 0: give a number of processes >= 1, or -1 for every core")
+
+
 def _params(items: list[str] | None) -> dict:
     from stackkit.meta.registry import parse_params
 
@@ -188,6 +193,7 @@ def fit_cmd(
     from stackkit.fit import fit_ensemble
     from stackkit.tables import format_table
 
+    _check_n_jobs(n_jobs)
     res = fit_ensemble(
         Store(artifacts),
         meta=meta,
@@ -248,6 +254,7 @@ def leaderboard_cmd(
     from stackkit.leaderboard import leaderboard
     from stackkit.tables import format_table
 
+    _check_n_jobs(n_jobs)
     if compare is not None:
         from stackkit.compare import compare as compare_fn
 

@@ -93,6 +93,11 @@ def check_run_names(store: Store, runs: list[str] | None) -> list[str] | None:
     return runs
 
 
+def smallest_training_split(folds) -> int:
+    """Rows of the smallest meta-level training split: all rows but the largest fold's."""
+    return len(folds.frame) - int(np.bincount(folds.fold_ids).max())
+
+
 # Folds fitted in parallel processes pay off once a fit takes seconds: from about 2M feature
 # cells (the reference case, 18,900 rows x 180 columns, is 3.4M) on; below, process start-up
 # costs more than it saves.
@@ -178,7 +183,7 @@ def fit_ensemble(
 ) -> FitResult:
     """Fit the ensemble and write ``ensembles/<name>/`` (see module docstring)."""
     from stackkit.meta.bias import decide_bias
-    from stackkit.meta.registry import make_learner
+    from stackkit.meta.registry import check_params
 
     metas = resolve_metas(meta)
     name = check_name(default_name(meta) if name is None else name, "ensemble")
@@ -186,8 +191,7 @@ def fit_ensemble(
     check_engine(engine)
     folds = store.read_folds()
     runs = check_run_names(store, runs)
-    for m, p in (params or {}).items():  # fail on a bad --param before any work
-        make_learner(m, n_classes=folds.n_classes, params=p)
+    check_params(params, metas, smallest_training_split(folds))  # before any work
     warm = None
     if engine == "local":  # start the worker processes while the runs are read and checked
         cells = len(folds.frame) * len(runs or store.run_names()) * folds.n_classes

@@ -17,7 +17,7 @@ from stackkit.contract.store import RunSet, Store
 from stackkit.cv.blend import BLEND
 from stackkit.cv.result import CVResult
 from stackkit.cv.stacking import choose
-from stackkit.fit import check_run_names, cross_validate, resolve_metas
+from stackkit.fit import check_run_names, cross_validate, resolve_metas, smallest_training_split
 
 log = logging.getLogger(__name__)
 
@@ -58,8 +58,11 @@ def leaderboard(
     n_jobs: int | None = None,
     use_cache: bool = True,
 ) -> Leaderboard:
+    from stackkit.meta.registry import check_params
+
     metas = resolve_metas(meta)
     folds = store.read_folds()
+    check_params(params, metas, smallest_training_split(folds))  # before any work
     runset = store.load_runs(check_run_names(store, runs), folds)
     rows = run_scores(runset)
     candidates = cross_validate(runset, metas, params, n_jobs, use_cache)

@@ -302,5 +302,56 @@ def test_rf_splitter_picks_the_forest():
     assert isinstance(rf.model_, RandomForestClassifier)
     ref = RandomForestClassifier(max_samples=0.5, **common).fit(Z, y)
     np.testing.assert_allclose(rf.predict_proba(X), ref.predict_proba(Z))
-    with pytest.raises(ValueError, match="splitter"):
-        make_learner("rf", 4, {"splitter": "greedy"}).fit(X, y)
+    with pytest.raises(StackkitError, match=r"--param rf.splitter=greedy: The 'splitter' param"):
+        make_learner("rf", 4, {"splitter": "greedy"})
+    with pytest.raises(ValueError, match="The 'splitter' parameter of RFLearner must be"):
+        make_learner("rf", 4).set_params(splitter="greedy").fit(X, y)  # fit checks them too
+
+
+# every --param value is checked by the learner's scikit-learn constraints; xgboost's are its own
+XGB_PROBES = {
+    "max_depth": [-1, 0, 3], "learning_rate": [-0.1, 0.0, 0.3, 1.5], "subsample": [0.5, 1.0, 1.1],
+    "colsample_bytree": [0.5, 1.0, 1.1], "min_child_weight": [-1.0, 0.0, 2.0],
+    "reg_lambda": [-1.0, 0.0, 1.0], "max_bin": [0, 1, 2, 32], "n_estimators": [1, 3],
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("key", sorted(XGB_PROBES))
+def test_xgboost_constraints_match_xgboost(key):
+    """What our constraints accept, xgboost trains with; what xgboost refuses, we refuse."""
+    import warnings
+
+    from xgboost import XGBClassifier
+
+    rng = np.random.default_rng(0)
+    X, y = rng.normal(size=(30, 3)), np.arange(30) % 3
+    for value in XGB_PROBES[key]:
+        try:
+            make_learner("xgboost", 3, {key: value})
+            ours = True
+        except StackkitError:
+            ours = False
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("error")
+                XGBClassifier(**{"n_estimators": 1, key: value}).fit(X, y)
+            theirs = True
+        except Exception:  # xgboost's own parameter check (XGBoostError or ValueError)
+            theirs = False
+        assert theirs or not ours, f"{key}={value}: accepted here, refused by xgboost"
+
+
+def test_check_params_before_work():
+    from stackkit.meta.registry import check_params
+
+    check_params({"knn": {"n_neighbors": 50}}, ["knn"], n_train=50)
+    with pytest.raises(StackkitError, match=r"knn.n_neighbors=51: .* 50 rows"):
+        check_params({"knn": {"n_neighbors": 51}}, ["knn"], n_train=50)
+    with pytest.raises(StackkitError, match=r"--param rf.n_estimators=0"):
+        check_params({"rf": {"n_estimators": 0}}, ["lr"])  # rf is not fitted: still refused
+
+
+def test_knn_records_the_k_it_used(data):
+    X, y, _ = data
+    est = _learner("knn", n_neighbors=10_000).fit(X[:40], y[:40])
+    assert est.n_neighbors_ == 40 and est.summary_()["n_neighbors_used"] == 40

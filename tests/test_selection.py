@@ -210,9 +210,9 @@ def test_predict_proba_is_the_weighted_mean(small_case):
         ({}, np.zeros(6), [0, 1], r"X must be 2-D"),
         ({}, np.full((2, 4), np.nan), [0, 1], r"non-finite"),
         ({}, np.zeros((2, 4)), [0.0, 1.0], r"integer labels"),
-        ({"metric": "auc"}, np.zeros((2, 4)), [0, 1], r"metric must be one of"),
+        ({"metric": "auc"}, np.zeros((2, 4)), [0, 1], r"'metric' parameter"),
         ({"init_size": 3}, np.zeros((2, 4)), [0, 1], r"init_size must be an int in \[1, 2\]"),
-        ({"max_iter": -1}, np.zeros((2, 4)), [0, 1], r"max_iter must be an int >= 0"),
+        ({"max_iter": -1}, np.zeros((2, 4)), [0, 1], r"'max_iter' parameter"),
     ],
 )
 def test_bad_input(params, X, y, message):

@@ -50,6 +50,7 @@ class _MetaLearner(ClassifierMixin, BaseEstimator):
         return None
 
     def fit(self, X, y):
+        self._validate_params()
         X, y = validate_data(self, X, y, dtype=np.float64)
         y, c = _check_y(y, self.n_classes)
         self.n_runs_ = split_runs(X, c).shape[1]

@@ -17,11 +17,15 @@ from __future__ import annotations
 
 import logging
 from functools import partial
+from numbers import Integral
+from typing import ClassVar
 
 import numpy as np
 from sklearn.base import BaseEstimator, ClassifierMixin
+from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted
 
+from stackkit.meta.features import N_CLASSES_CONSTRAINT
 from stackkit.metrics import EPS, macro_f1_from_counts, softmax
 
 log = logging.getLogger(__name__)
@@ -88,6 +92,13 @@ class CaruanaSelection(ClassifierMixin, BaseEstimator):
     metric : "macro_f1" or "accuracy", the score maximised.
     """
 
+    _parameter_constraints: ClassVar[dict] = {
+        "n_classes": N_CLASSES_CONSTRAINT,
+        "max_iter": [Interval(Integral, 0, None, closed="left")],
+        "init_size": [Interval(Integral, 1, None, closed="left")],  # and at most the runs
+        "metric": [StrOptions(set(METRICS))],
+    }
+
     def __init__(
         self,
         n_classes: int | None = None,
@@ -101,14 +112,11 @@ class CaruanaSelection(ClassifierMixin, BaseEstimator):
         self.metric = metric
 
     def _check_params(self, n_runs: int) -> None:
-        if self.metric not in METRICS:
-            raise ValueError(f"metric must be one of {METRICS}, got {self.metric!r}")
-        if not isinstance(self.max_iter, int | np.integer) or self.max_iter < 0:
-            raise ValueError(f"max_iter must be an int >= 0, got {self.max_iter!r}")
-        if not isinstance(self.init_size, int | np.integer) or not 1 <= self.init_size <= n_runs:
+        if self.init_size > n_runs:
             raise ValueError(f"init_size must be an int in [1, {n_runs}], got {self.init_size!r}")
 
     def fit(self, X, y):
+        self._validate_params()
         X = _as_logits(X)
         y = np.asarray(y)
         if y.ndim != 1 or len(y) != len(X) or len(y) == 0:

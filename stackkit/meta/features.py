@@ -18,10 +18,13 @@ per-row shift (CONTRACT.md), so every representation here starts from the per-ru
 from __future__ import annotations
 
 import logging
+from numbers import Integral
+from typing import ClassVar
 
 import numpy as np
 from scipy.optimize import minimize_scalar
 from sklearn.base import BaseEstimator, TransformerMixin
+from sklearn.utils._param_validation import Interval, StrOptions
 
 from stackkit.metrics import log_softmax
 
@@ -31,6 +34,20 @@ KINDS = ("proba", "logprob")
 COMBINES = ("concat", "mean", "both")
 LOGPROB_FLOOR = np.log(1e-6)  # a run's "impossible" is as informative as "one in a million"
 LOG_T_BOUNDS = (-4.0, 4.0)  # temperatures in [e^-4, e^4]: far wider than any real run needs
+
+# scikit-learn parameter constraints shared by every learner that builds run features
+N_CLASSES_CONSTRAINT = [Interval(Integral, 1, None, closed="left"), None]
+N_JOBS_CONSTRAINT = [
+    None,
+    Interval(Integral, None, -1, closed="right"),
+    Interval(Integral, 1, None, closed="left"),
+]
+FEATURE_CONSTRAINTS = {
+    "n_classes": N_CLASSES_CONSTRAINT,
+    "features": [StrOptions(set(KINDS))],
+    "temperature": ["boolean"],
+    "combine": [StrOptions(set(COMBINES))],
+}
 
 
 def infer_n_classes(y: np.ndarray, n_classes: int | None) -> int:
@@ -81,6 +98,13 @@ class RunFeatures(TransformerMixin, BaseEstimator):
     Fitted: ``temperatures_`` (R,) (ones without ``temperature``), ``n_runs_``, ``n_classes_``.
     """
 
+    _parameter_constraints: ClassVar[dict] = {
+        "n_classes": N_CLASSES_CONSTRAINT,
+        "kind": FEATURE_CONSTRAINTS["features"],
+        "temperature": ["boolean"],
+        "combine": FEATURE_CONSTRAINTS["combine"],
+    }
+
     def __init__(
         self,
         n_classes: int | None = None,
@@ -94,10 +118,7 @@ class RunFeatures(TransformerMixin, BaseEstimator):
         self.combine = combine
 
     def fit(self, X, y):
-        if self.kind not in KINDS:
-            raise ValueError(f"kind must be one of {KINDS}, got {self.kind!r}")
-        if self.combine not in COMBINES:
-            raise ValueError(f"combine must be one of {COMBINES}, got {self.combine!r}")
+        self._validate_params()
         y = np.asarray(y)
         self.n_classes_ = infer_n_classes(y, self.n_classes)
         z = split_runs(X, self.n_classes_)

@@ -3,17 +3,32 @@
 from __future__ import annotations
 
 import logging
+from typing import ClassVar
+
+from sklearn.neighbors import KNeighborsClassifier
 
 from stackkit.meta.base import _MetaLearner
 from stackkit.meta.defaults import KNN, N_JOBS
+from stackkit.meta.features import FEATURE_CONSTRAINTS, N_JOBS_CONSTRAINT
+
+_KNN = KNeighborsClassifier._parameter_constraints
 
 log = logging.getLogger(__name__)
 
 
 class KNNLearner(_MetaLearner):
-    """Distance-weighted k nearest neighbours on per-run probabilities."""
+    """Distance-weighted k nearest neighbours on per-run probabilities.
+
+    A ``n_neighbors`` larger than the training rows is clamped to them; the k used is recorded
+    as ``n_neighbors_`` and in ``summary_()`` (``stackkit fit`` refuses such a k up front)."""
 
     _name = "knn"
+    _parameter_constraints: ClassVar[dict] = {
+        **FEATURE_CONSTRAINTS,
+        "n_neighbors": [c for c in _KNN["n_neighbors"] if c is not None],  # a k is required
+        "weights": _KNN["weights"],
+        "n_jobs": N_JOBS_CONSTRAINT,
+    }
 
     def __init__(
         self,
@@ -34,7 +49,10 @@ class KNNLearner(_MetaLearner):
         self.n_jobs = n_jobs
 
     def _fit_model(self, Z, y, n_present):
-        from sklearn.neighbors import KNeighborsClassifier
+        self.n_neighbors_ = min(self.n_neighbors, len(Z))
+        self.model_ = KNeighborsClassifier(
+            self.n_neighbors_, weights=self.weights, n_jobs=self.n_jobs
+        ).fit(Z, y)
 
-        k = max(1, min(self.n_neighbors, len(Z)))
-        self.model_ = KNeighborsClassifier(k, weights=self.weights, n_jobs=self.n_jobs).fit(Z, y)
+    def _summary_extra(self):
+        return {} if self.model_ is None else {"n_neighbors_used": int(self.n_neighbors_)}

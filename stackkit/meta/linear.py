@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 import logging
+from numbers import Integral, Real
+from typing import ClassVar
 
 import numpy as np
+from sklearn.linear_model import LogisticRegression
+from sklearn.svm import LinearSVC
+from sklearn.utils._param_validation import Interval
 
 from stackkit.meta.base import _balanced, _MetaLearner, _r
 from stackkit.meta.defaults import LR, N_JOBS, SEED, SVM
-from stackkit.meta.features import fit_temperature
+from stackkit.meta.features import FEATURE_CONSTRAINTS, N_JOBS_CONSTRAINT, fit_temperature
 from stackkit.metrics import log_softmax
 
 log = logging.getLogger(__name__)
@@ -18,6 +23,13 @@ class LRLearner(_MetaLearner):
     """Multinomial logistic regression (lbfgs) on per-run (log-)probabilities."""
 
     _name = "lr"
+    _parameter_constraints: ClassVar[dict] = {
+        **FEATURE_CONSTRAINTS,
+        **{k: LogisticRegression._parameter_constraints[k]
+           for k in ("C", "class_weight", "max_iter", "tol")},
+        "standardize": ["boolean"],
+        "n_jobs": N_JOBS_CONSTRAINT,
+    }  # fmt: skip
 
     def __init__(
         self,
@@ -44,7 +56,6 @@ class LRLearner(_MetaLearner):
         self.n_jobs = n_jobs
 
     def _fit_model(self, Z, y, n_present):
-        from sklearn.linear_model import LogisticRegression
         from sklearn.preprocessing import StandardScaler
 
         self.scaler_ = StandardScaler().fit(Z) if self.standardize else None
@@ -101,6 +112,15 @@ class SVMLearner(_MetaLearner):
     distribution, though fitted in-sample it is somewhat over-confident."""
 
     _name = "svm"
+    _parameter_constraints: ClassVar[dict] = {
+        **FEATURE_CONSTRAINTS,
+        # the objective is LinearSVC's (squared hinge), solved here by L-BFGS
+        **{k: LinearSVC._parameter_constraints[k]
+           for k in ("C", "class_weight", "max_iter", "tol", "random_state")},
+        "gamma": [Interval(Real, 0, None, closed="neither"), None],  # the RBF part's; None: 1/F
+        "n_components": [Interval(Integral, 0, None, closed="left")],  # 0: no RBF part
+        "n_jobs": N_JOBS_CONSTRAINT,
+    }  # fmt: skip
 
     def __init__(
         self,

@@ -1,10 +1,12 @@
-"""The learners by name: ``make_learner`` (defaults overridden by params) and ``--param`` parsing."""
+"""The learners by name: ``make_learner`` (defaults overridden by params, each value checked by
+the learner's own scikit-learn parameter constraints) and ``--param`` parsing."""
 
 from __future__ import annotations
 
 import logging
 
 from sklearn.base import BaseEstimator
+from sklearn.utils._param_validation import InvalidParameterError, validate_parameter_constraints
 
 from stackkit.contract.errors import StackkitError
 from stackkit.meta.caruana import CaruanaSelection
@@ -40,9 +42,37 @@ def make_learner(
             raise StackkitError(
                 f"--param {name}.{key}: {name} has no parameter {key!r} (known: {known})"
             )
+    for key, value in params.items():  # scikit-learn's check of each value, named as given
+        try:
+            validate_parameter_constraints(
+                {key: est._parameter_constraints[key]}, {key: value}, type(est).__name__
+            )
+        except InvalidParameterError as exc:
+            raise StackkitError(f"--param {name}.{key}={_text(value)}: {exc}") from None
     if n_jobs is not None and "n_jobs" in valid and "n_jobs" not in params:
         params["n_jobs"] = n_jobs
     return est.set_params(**params)
+
+
+def check_params(params: dict | None, metas: list[str], n_train: int | None = None) -> None:
+    """Refuse any bad ``--param`` before work starts, for the learners fitted or not; warn about
+    parameters of learners that will not be fitted. ``n_train``: the fewest rows any learner is
+    fitted on (the smallest meta-level training split), which bounds knn's k."""
+    for name, p in (params or {}).items():
+        make_learner(name, n_classes=None, params=p)
+        if name not in metas:
+            log.warning("--param %s.*: %s is not among the learners fitted (%s): ignored",
+                        name, name, ", ".join(metas))  # fmt: skip
+    k = (params or {}).get("knn", {}).get("n_neighbors")
+    if n_train is not None and k is not None and "knn" in metas and k > n_train:
+        raise StackkitError(
+            f"--param knn.n_neighbors={k}: more neighbours than the {n_train} rows of the "
+            "smallest training split of the meta-level CV"
+        )
+
+
+def _text(value) -> str:
+    return value if isinstance(value, str) else repr(value)
 
 
 def _value(text: str):
@@ -62,8 +92,8 @@ def _value(text: str):
 def parse_params(items: list[str]) -> dict[str, dict]:
     """``["rf.n_estimators=300", "lr.C=0.5"]`` -> ``{"rf": {"n_estimators": 300}, "lr": {"C": 0.5}}``.
 
-    Values become int, float, bool (true/false), None (none), else str. Parameter names are
-    checked by :func:`make_learner`; here only the form and the learner name.
+    Values become int, float, bool (true/false), None (none), else str. Each name and value is
+    checked here, before any work, by :func:`make_learner` (the learner's own constraints).
     """
     out: dict[str, dict] = {}
     for item in items:
@@ -78,4 +108,6 @@ def parse_params(items: list[str]) -> dict[str, dict]:
                 f"--param {item!r}: unknown meta learner {learner!r} (known: {', '.join(SIMPLICITY)})"
             )
         out.setdefault(learner, {})[key.strip()] = _value(value)
+    for learner, p in out.items():
+        make_learner(learner, n_classes=None, params=p)
     return out

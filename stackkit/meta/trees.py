@@ -3,11 +3,18 @@
 from __future__ import annotations
 
 import logging
+from numbers import Integral, Real
+from typing import ClassVar
 
 import numpy as np
+from sklearn.ensemble import ExtraTreesClassifier, RandomForestClassifier
+from sklearn.utils._param_validation import Interval, StrOptions
 
 from stackkit.meta.base import _balanced, _MetaLearner, _r
 from stackkit.meta.defaults import N_JOBS, RF, SEED, XGB
+from stackkit.meta.features import FEATURE_CONSTRAINTS, N_JOBS_CONSTRAINT
+
+FORESTS = {"random": ExtraTreesClassifier, "best": RandomForestClassifier}
 
 log = logging.getLogger(__name__)
 
@@ -19,6 +26,14 @@ class RFLearner(_MetaLearner):
     for best splits. Run weights are impurity importances summed per run."""
 
     _name = "rf"
+    _parameter_constraints: ClassVar[dict] = {
+        **FEATURE_CONSTRAINTS,
+        "splitter": [StrOptions(set(FORESTS))],
+        **{k: ExtraTreesClassifier._parameter_constraints[k]
+           for k in ("n_estimators", "max_samples", "min_samples_leaf", "max_features",
+                     "class_weight", "random_state")},
+        "n_jobs": N_JOBS_CONSTRAINT,
+    }  # fmt: skip
 
     def __init__(
         self,
@@ -49,13 +64,8 @@ class RFLearner(_MetaLearner):
         self.random_state = random_state
 
     def _fit_model(self, Z, y, n_present):
-        from sklearn.ensemble import ExtraTreesClassifier, RandomForestClassifier
-
-        forests = {"random": ExtraTreesClassifier, "best": RandomForestClassifier}
-        if self.splitter not in forests:
-            raise ValueError(f"splitter must be 'random' or 'best', got {self.splitter!r}")
         bootstrap = self.splitter == "best" or self.max_samples is not None
-        self.model_ = forests[self.splitter](
+        self.model_ = FORESTS[self.splitter](
             n_estimators=self.n_estimators,
             bootstrap=bootstrap,
             max_samples=self.max_samples if bootstrap else None,
@@ -77,6 +87,22 @@ class XGBLearner(_MetaLearner):
     """Gradient-boosted trees (xgboost ``hist``); run weights are gain importances per run."""
 
     _name = "xgboost"
+    # xgboost has no scikit-learn constraints of its own: these are its parameter ranges (its
+    # C++ checks, pinned by tests/test_meta.py against xgboost itself), in scikit-learn's terms
+    _parameter_constraints: ClassVar[dict] = {
+        **FEATURE_CONSTRAINTS,
+        "n_estimators": [Interval(Integral, 1, None, closed="left")],  # 0 rounds learn nothing
+        "max_depth": [Interval(Integral, 0, None, closed="left")],
+        "learning_rate": [Interval(Real, 0, None, closed="left")],
+        "subsample": [Interval(Real, 0, 1, closed="right")],
+        "colsample_bytree": [Interval(Real, 0, 1, closed="right")],
+        "min_child_weight": [Interval(Real, 0, None, closed="left")],
+        "reg_lambda": [Interval(Real, 0, None, closed="left")],
+        "max_bin": [Interval(Integral, 2, None, closed="left")],
+        "class_weight": [StrOptions({"balanced"}), dict, None],
+        "n_jobs": N_JOBS_CONSTRAINT,
+        "random_state": [Interval(Integral, 0, None, closed="left"), None],
+    }
 
     def __init__(
         self,

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import logging
+from typing import ClassVar
 
 import numpy as np
 from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.utils.validation import check_is_fitted, validate_data
 
 from stackkit.meta.base import _check_y, _r
-from stackkit.meta.features import split_runs
+from stackkit.meta.features import N_CLASSES_CONSTRAINT, split_runs
 from stackkit.metrics import softmax
 
 log = logging.getLogger(__name__)
@@ -19,11 +20,13 @@ class VoteLearner(ClassifierMixin, BaseEstimator):
     """Mean of the runs' softmax probabilities: no parameters learned."""
 
     _name = "vote"
+    _parameter_constraints: ClassVar[dict] = {"n_classes": N_CLASSES_CONSTRAINT}
 
     def __init__(self, n_classes: int | None = None):
         self.n_classes = n_classes
 
     def fit(self, X, y):
+        self._validate_params()
         X, y = validate_data(self, X, y, dtype=np.float64)
         y, c = _check_y(y, self.n_classes)
         self.n_runs_ = split_runs(X, c).shape[1]

@@ -101,7 +101,7 @@ def test_transform_rejects_another_number_of_runs(logits):
 @pytest.mark.parametrize("param, value", [("kind", "logit"), ("combine", "sum")])
 def test_bad_options_are_named(logits, param, value):
     X, y = logits
-    with pytest.raises(ValueError, match=f"{param} must be one of"):
+    with pytest.raises(ValueError, match=f"The '{param}' parameter of RunFeatures must be"):
         RunFeatures(4, **{param: value}).fit(X, y)
 
 

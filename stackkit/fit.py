@@ -12,6 +12,8 @@ runs' fold-averaged test probabilities; write ``ensembles/<name>/`` whole or not
 
 from __future__ import annotations
 
+import functools
+import inspect
 import logging
 import platform
 import sys
@@ -29,7 +31,7 @@ from stackkit.contract.store import RunSet, Store, atomic_dir, write_json, write
 from stackkit.cv import stacking
 from stackkit.cv.blend import BLEND, Blend, cross_val_blend
 from stackkit.cv.cache import inputs_key, memory
-from stackkit.cv.engine import check_engine, warm_local_workers
+from stackkit.cv.engine import check_engine, parallel_backend, warm_local_workers
 
 log = logging.getLogger(__name__)
 
@@ -167,6 +169,27 @@ def _cv_cached(key, meta, params, X, y, fold_ids, n_classes, n_jobs, engine="loc
     return stacking.cross_val_meta(meta, X, y, fold_ids, n_classes, params, n_jobs, engine)
 
 
+def one_writer(fit):
+    """Check ``fit``'s ensemble name (``--name``, or the default from ``--meta``) and be its
+    only writer for the whole call (``Store.writing``: a lock, and ``force`` to replace)."""
+    sig = inspect.signature(fit)
+
+    @functools.wraps(fit)
+    def wrapper(*args, **kwargs):
+        call = sig.bind(*args, **kwargs)
+        call.apply_defaults()
+        a = call.arguments
+        resolve_metas(a["meta"])  # a bad --meta is the first thing said
+        name = check_name(default_name(a["meta"]) if a["name"] is None else a["name"], "ensemble")
+        a["name"] = name
+        check_run_names(a["store"], a["runs"])  # named runs checked before the lock is taken
+        with a["store"].writing(a["store"].ensemble_dir(name), f"ensemble {name!r}", a["force"]):
+            return fit(*call.args, **call.kwargs)
+
+    return wrapper
+
+
+@one_writer
 def fit_ensemble(
     store: Store,
     meta: str | list[str] = "auto",
@@ -181,13 +204,12 @@ def fit_ensemble(
     engine: str = "local",
     force: bool = False,
 ) -> FitResult:
-    """Fit the ensemble and write ``ensembles/<name>/`` (see module docstring)."""
+    """Fit the ensemble and write ``ensembles/<name>/`` (see module docstring), holding the
+    ensemble's lock throughout (``one_writer``); ``force`` replaces an existing one."""
     from stackkit.meta.bias import decide_bias
     from stackkit.meta.registry import check_params
 
     metas = resolve_metas(meta)
-    name = check_name(default_name(meta) if name is None else name, "ensemble")
-    store.refuse_to_replace(store.ensemble_dir(name), f"ensemble {name!r}", force)
     check_engine(engine)
     folds = store.read_folds()
     runs = check_run_names(store, runs)
@@ -282,7 +304,8 @@ def refit(meta: str, candidates, runset: RunSet, params=None, n_jobs=None, X_tes
     if todo:
         jobs = min(len(todo), effective_jobs(resolve_n_jobs(n_jobs, X)))
         make = [make_learner(m, n_classes=c, params=(params or {}).get(m)) for m in todo]
-        fitted = Parallel(n_jobs=jobs)(delayed(est.fit)(X, y) for est in make)
+        with parallel_backend("local"):
+            fitted = Parallel(n_jobs=jobs)(delayed(est.fit)(X, y) for est in make)
         have.update({m: (est, est.predict_proba(Xt)) for m, est in zip(todo, fitted)})
     if blend is None:
         return have[meta]

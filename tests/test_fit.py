@@ -242,15 +242,14 @@ def test_nested_estimate(store):
 def test_workers_are_warmed_only_for_a_pool():
     from joblib import Parallel, delayed
 
-    from stackkit.cv.engine import warm_local_workers
+    from stackkit.cv.engine import parallel_backend, warm_local_workers
 
     assert warm_local_workers(1) is None
     thread = warm_local_workers(2)
     thread.join(timeout=120)
     assert not thread.is_alive()
-    # the warmed workers serve the next pool
-    assert len(Parallel(n_jobs=2)(delayed(abs)(-i) for i in range(4))) == 4
-    assert (
-        thread.worker_pids
-        and set(Parallel(n_jobs=2)(delayed(os.getpid)() for _ in range(4))) <= thread.worker_pids
-    )
+    # the warmed workers serve the next pool (every local pool runs under the same backend)
+    with parallel_backend("local"):
+        assert len(Parallel(n_jobs=2)(delayed(abs)(-i) for i in range(4))) == 4
+        pids = set(Parallel(n_jobs=2)(delayed(os.getpid)() for _ in range(4)))
+    assert thread.worker_pids and pids <= thread.worker_pids

@@ -6,6 +6,9 @@ from __future__ import annotations
 
 import os
 import shutil
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -13,7 +16,7 @@ from typer.testing import CliRunner
 
 from stackkit.cli import app
 from stackkit.contract.errors import StackkitError
-from stackkit.contract.store import Store
+from stackkit.contract.store import Store, atomic_dir, atomic_path
 from stackkit.fit import fit_ensemble
 
 runner = CliRunner()
@@ -166,3 +169,221 @@ def test_replacing_needs_force(world, args, what):
     assert snapshot(world) == before
     res = invoke(world, [*args, "--force"])
     assert res.exit_code == 0, res.output
+
+
+# --------------------------------------------------------------------------------------------
+# crashes and concurrent commands
+
+PY = sys.executable
+
+
+def _env() -> dict:
+    root = str(Path(__file__).resolve().parents[1])
+    return {**os.environ, "PYTHONPATH": os.pathsep.join([root, os.environ.get("PYTHONPATH", "")])}
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return False
+    return state not in ("Z", "X")  # a zombie nobody reaps is dead too
+
+
+WORKERS = """
+import os, sys, time
+from joblib import Parallel, delayed
+from stackkit.cv.engine import parallel_backend
+
+def job(d):
+    open(os.path.join(d, str(os.getpid())), "w").close()
+    time.sleep(120)
+
+with parallel_backend("local"):
+    Parallel(n_jobs=2)(delayed(job)(sys.argv[1]) for _ in range(2))
+"""
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads /proc")
+def test_workers_exit_when_their_parent_is_killed(tmp_path):
+    (tmp_path / "w.py").write_text(WORKERS)
+    (tmp_path / "pids").mkdir()
+    proc = subprocess.Popen([PY, str(tmp_path / "w.py"), str(tmp_path / "pids")], env=_env())
+    try:
+        deadline = time.monotonic() + 90
+        while len(list((tmp_path / "pids").iterdir())) < 2:
+            assert time.monotonic() < deadline and proc.poll() is None, "workers never started"
+            time.sleep(0.1)
+        pids = [int(p.name) for p in (tmp_path / "pids").iterdir()]
+        assert all(_alive(p) for p in pids)
+    finally:
+        proc.kill()  # SIGKILL: no cleanup runs in the parent
+        proc.wait()
+    deadline = time.monotonic() + 10
+    while any(_alive(p) for p in pids) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not any(_alive(p) for p in pids), "workers outlived their parent"
+
+
+HOLD = """
+import sys, time
+from stackkit.contract.locks import hold
+with hold(sys.argv[1], "ensemble 'ens'"):
+    print("held", flush=True)
+    time.sleep(120)
+"""
+
+
+def test_a_second_fit_of_one_name_fails_naming_the_holder(world):
+    from stackkit.contract.locks import lock_path
+
+    art = world / "artifacts"
+    lock = lock_path(Store(art).ensemble_dir("ens"))
+    holder = subprocess.Popen([PY, "-c", HOLD, str(lock)], stdout=subprocess.PIPE, text=True,
+                              env=_env())  # fmt: skip
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        before = snapshot(art / "ensembles" / "ens")
+        res = invoke(world, ["fit", "--meta", "vote", "--name", "ens", "--force", "--n-jobs", "1"])
+        assert res.exit_code == 1
+        (line,) = res.output.strip().splitlines()
+        assert f"ensemble 'ens' is being written by process {holder.pid} of " in line
+        assert str(lock) in line
+        assert snapshot(art / "ensembles" / "ens") == before
+    finally:
+        holder.kill()  # a lock dies with its holder, whatever kills it
+        holder.wait()
+    res = invoke(world, ["fit", "--meta", "vote", "--name", "ens", "--force", "--n-jobs", "1"])
+    assert res.exit_code == 0, res.output
+    assert not lock.with_name(lock.name + ".holder").exists()
+
+
+def test_a_killed_writers_leftovers_are_cleared_under_the_lock(world):
+    store = Store(world / "artifacts")
+    ens = store.ensemble_dir("ens")
+    mine = [ens.with_name(".ens.0123456789ab.tmp"), ens.with_name(".ens.abcdef012345.old")]
+    for p in mine:
+        p.mkdir()
+    theirs = ens.with_name(".ens.x.0123456789ab.tmp")  # ensemble 'ens.x' is another's
+    theirs.mkdir()
+    with store.writing(ens, "ensemble 'ens'", force=True):
+        assert not any(p.exists() for p in mine)
+    assert theirs.exists()
+
+
+SWAPPER = """
+import sys
+from pathlib import Path
+from stackkit.contract.store import atomic_dir
+path, me, n = Path(sys.argv[1]), sys.argv[2], int(sys.argv[3])
+for i in range(n):
+    with atomic_dir(path) as tmp:
+        (tmp / "a").write_text(f"{me} {i}")
+        (tmp / "b").write_text(f"{me} {i}")
+"""
+
+
+def test_atomic_dir_is_safe_under_contention(tmp_path):
+    """Four processes replace one folder 30 times each while this one reads it: every swap
+    succeeds, the folder is never missing, never mixed, and nothing is left beside it."""
+    path = tmp_path / "ens"
+    writers = [
+        subprocess.Popen([PY, "-c", SWAPPER, str(path), str(w), "30"], env=_env()) for w in range(4)
+    ]
+    seen = missing = mixed = 0
+    while any(w.poll() is None for w in writers):
+        if not path.exists():
+            missing += seen > 0  # before the first swap there is nothing yet
+            continue
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+        except FileNotFoundError:
+            missing += 1
+            continue
+        try:
+            a = Path(f"/proc/self/fd/{fd}/a").read_text()
+            b = Path(f"/proc/self/fd/{fd}/b").read_text()
+            seen += 1
+            mixed += a != b
+        except FileNotFoundError:  # swapped out and being removed while read: not an error
+            pass
+        finally:
+            os.close(fd)
+    assert [w.returncode for w in writers] == [0] * 4
+    assert missing == 0 and mixed == 0 and seen > 0
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ens"]
+    assert sorted(p.name for p in path.iterdir()) == ["a", "b"]
+
+
+def test_atomic_dir_without_an_atomic_exchange(tmp_path, monkeypatch):
+    from stackkit.contract import store as store_mod
+
+    monkeypatch.setattr(store_mod, "_renameat2", None)
+    d = tmp_path / "ens"
+    for content in ("1", "2"):
+        with atomic_dir(d) as tmp:
+            (tmp / "x").write_text(content)
+    assert (d / "x").read_text() == "2"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ens"]
+
+
+# --------------------------------------------------------------------------------------------
+# the umask decides who can read what is written
+
+
+@pytest.mark.parametrize("mask", [0o022, 0o077, 0o002])
+def test_files_and_folders_follow_the_umask(tmp_path, small_case, mask):
+    old = os.umask(mask)
+    try:
+        with atomic_path(tmp_path / "f.json") as tmp:
+            tmp.write_text("{}")
+        with atomic_dir(tmp_path / "d") as tmp:
+            (tmp / "x").write_text("1")
+        store = Store(tmp_path / "artifacts")
+        small_case.write(store)
+        fit_ensemble(store, meta="vote", name="v", n_jobs=1, use_cache=False)
+    finally:
+        os.umask(old)
+    files = [p for p in tmp_path.rglob("*") if p.is_file()]
+    dirs = [p for p in tmp_path.rglob("*") if p.is_dir()]
+    assert len(files) > 10 and (tmp_path / "artifacts" / "ensembles" / "v") in dirs
+    assert {oct(p.stat().st_mode & 0o777) for p in files} == {oct(0o666 & ~mask)}
+    assert {oct(p.stat().st_mode & 0o777) for p in dirs} == {oct(0o777 & ~mask)}
+
+
+LOCKER = """
+import os, sys, time
+from pathlib import Path
+from stackkit.contract.errors import StackkitError
+from stackkit.contract.locks import hold
+lock, inside = Path(sys.argv[1]), Path(sys.argv[2])
+held = 0
+for _ in range(200):
+    try:
+        with hold(lock, "x"):
+            fd = os.open(inside, os.O_CREAT | os.O_EXCL | os.O_WRONLY)  # fails if two hold it
+            os.close(fd)
+            time.sleep(0.001)
+            inside.unlink()
+            held += 1
+    except StackkitError:
+        pass
+print(held)
+"""
+
+
+def test_the_lock_admits_one_holder_and_leaves_nothing(tmp_path):
+    lock, inside = tmp_path / "ensembles" / ".e.lock", tmp_path / "inside"
+    procs = [
+        subprocess.Popen(
+            [PY, "-c", LOCKER, str(lock), str(inside)],
+            env=_env(),
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(3)
+    ]
+    outs = [p.communicate(timeout=120)[0] for p in procs]
+    assert [p.returncode for p in procs] == [0, 0, 0], outs
+    assert sum(int(o) for o in outs) > 0
+    assert not inside.exists() and list(lock.parent.iterdir()) == []  # no lock, no note left

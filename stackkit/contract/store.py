@@ -12,12 +12,15 @@ read goes through the validators of :mod:`stackkit.contract.schema`.
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import errno
 import hashlib
 import json
 import logging
 import os
+import re
+import secrets
 import shutil
-import tempfile
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,6 +32,7 @@ import pyarrow.parquet as pq
 
 from stackkit.contract import schema
 from stackkit.contract.errors import ContractError, StackkitError
+from stackkit.contract.locks import hold, lock_path
 from stackkit.contract.names import check_name, is_valid_name
 
 log = logging.getLogger(__name__)
@@ -48,12 +52,13 @@ def resolve_root(root: str | os.PathLike | None = None) -> Path:
 
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
-    """Yield a temporary path beside ``path``; rename it onto ``path`` only if the block succeeds."""
+    """Yield a temporary path beside ``path``; rename it onto ``path`` only if the block succeeds.
+
+    The temporary file is created with mode 0666 less the umask, as ``open`` would (not
+    ``mkstemp``'s 0600), so the umask decides who can read what is written."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    tmp = Path(tmp)
+    tmp = _fresh(path, "tmp", lambda p: os.close(os.open(p, _CREATE, 0o666)))
     try:
         yield tmp
         os.replace(tmp, path)
@@ -63,22 +68,114 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
 
 @contextlib.contextmanager
 def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
-    """Yield a temporary folder beside ``path``; on success it replaces ``path`` whole."""
+    """Yield a temporary folder beside ``path``; on success it replaces ``path`` whole.
+
+    The swap is one atomic exchange (Linux ``renameat2(RENAME_EXCHANGE)``), so a reader sees
+    the old folder or the new one, never none, and writers racing for the same path each swap
+    in turn (the last one wins) and remove what they swapped out: nothing is left behind. The
+    folder is created with mode 0777 less the umask."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
+    tmp = _fresh(path, "tmp", lambda p: os.mkdir(p, 0o777))
     try:
         yield tmp
-        old = None
-        if path.exists():
-            old = path.with_name(f".{path.name}.old-{os.getpid()}")
-            os.replace(path, old)
-        os.replace(tmp, path)
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
+        _swap_in(tmp, path)
     finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
+        _remove(tmp)
+
+
+_CREATE = os.O_WRONLY | os.O_CREAT | os.O_EXCL
+
+
+def _fresh(path: Path, tag: str, make) -> Path:
+    """A new hidden name beside ``path`` (``.<name>.<random>.<tag>``), created by ``make``."""
+    while True:
+        tmp = path.with_name(f".{path.name}.{secrets.token_hex(6)}.{tag}")
+        try:
+            make(tmp)
+            return tmp
+        except FileExistsError:
+            continue
+
+
+def _swap_in(tmp: Path, path: Path) -> None:
+    """Put folder ``tmp`` at ``path``; what was at ``path`` ends at ``tmp`` (removed after)."""
+    while True:
+        if os.path.lexists(path):
+            swapped = _exchange(tmp, path)
+            if swapped is None:  # no atomic exchange here: move the old folder aside first
+                _swap_aside(tmp, path)
+                return
+            if swapped:
+                return
+        else:
+            try:
+                os.rename(tmp, path)
+                return
+            except OSError as exc:  # another writer put a folder there first: exchange with it
+                if exc.errno not in (errno.ENOTEMPTY, errno.EEXIST):
+                    raise
+
+
+def _swap_aside(tmp: Path, path: Path) -> None:
+    """The fallback where ``renameat2`` is missing (not Linux, some network filesystems): a
+    reader may see no folder for an instant."""
+    old = _fresh(path, "old", lambda p: None)
+    while True:
+        with contextlib.suppress(FileNotFoundError):
+            os.rename(path, old)
+        try:
+            os.rename(tmp, path)
+            break
+        except OSError as exc:
+            if exc.errno not in (errno.ENOTEMPTY, errno.EEXIST):
+                raise
+    _remove(old)
+
+
+_AT_FDCWD = -100
+_RENAME_EXCHANGE = 2
+_renameat2 = None
+with contextlib.suppress(OSError, AttributeError):
+    _renameat2 = ctypes.CDLL(None, use_errno=True).renameat2
+
+
+def _exchange(a: Path, b: Path) -> bool | None:
+    """Swap two existing paths atomically: True if done, False if ``b`` vanished meanwhile,
+    None where the system cannot."""
+    if _renameat2 is None:
+        return None
+    if _renameat2(_AT_FDCWD, os.fsencode(a), _AT_FDCWD, os.fsencode(b), _RENAME_EXCHANGE) == 0:
+        return True
+    err = ctypes.get_errno()
+    if err == errno.ENOENT:
+        return False
+    if err in (errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP, errno.EXDEV):
+        return None
+    raise OSError(err, os.strerror(err), str(b))
+
+
+def _remove(path: Path) -> None:
+    if path.is_symlink():
+        path.unlink()
+    elif path.exists():
+        shutil.rmtree(path, ignore_errors=True)
+
+
+def remove_stale(path: str | os.PathLike) -> list[Path]:
+    """Remove what a killed writer left beside ``path`` (``.<name>.*.tmp`` and ``.old``); call
+    it only while holding ``path``'s lock, when no other writer can be using them."""
+    path = Path(path)
+    mine = re.compile(rf"\.{re.escape(path.name)}\.[0-9a-f]{{12}}\.(tmp|old)")
+    stale = [p for p in path.parent.glob(f".{path.name}.*") if mine.fullmatch(p.name)]
+    for p in stale:
+        if p.is_dir() and not p.is_symlink():
+            shutil.rmtree(p, ignore_errors=True)
+        else:
+            p.unlink(missing_ok=True)
+    if stale:
+        log.info("removed %d stale temporary file(s) beside %s", len(stale), path)
+    return stale
 
 
 def write_parquet(df: pd.DataFrame, path: str | os.PathLike, meta: dict | None = None) -> None:
@@ -227,6 +324,17 @@ class Store:
             raise StackkitError(
                 f"{what} already exists ({self.rel(path)}); pass --force to replace it"
             )
+
+    @contextlib.contextmanager
+    def writing(self, path: Path, what: str, force: bool = False) -> Iterator[None]:
+        """Be the one writer of ``path`` for the block: hold its lock (another writer is refused
+        at once, naming itself), refuse to replace it without ``force``, and clear what a killed
+        writer left beside it."""
+        self.refuse_to_replace(path, what, force)  # before the lock file is made
+        with hold(lock_path(path), what):
+            self.refuse_to_replace(path, what, force)  # another writer may just have finished
+            remove_stale(path)
+            yield
 
     def rel(self, path: Path) -> str:
         try:

@@ -11,9 +11,9 @@ Ray's token authentication: ``RAY_AUTH_MODE=token`` plus ``RAY_AUTH_TOKEN`` or
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
+import time
 
 from stackkit.contract.errors import StackkitError
 
@@ -79,16 +79,46 @@ def _local_only(ray) -> None:
 
 
 def parallel_backend(engine: str = "local", n_jobs: int = -1):
-    """A context for ``joblib.Parallel``: nothing for ``local``; Ray's joblib backend for ``ray``."""
-    if check_engine(engine) == "local":
-        return contextlib.nullcontext()
+    """A context for ``joblib.Parallel``: for ``local``, joblib's loky processes that exit when
+    this process dies (:func:`local_backend`); Ray's joblib backend for ``ray``."""
     import joblib
+
+    if check_engine(engine) == "local":
+        return joblib.parallel_config(backend=local_backend())
 
     connect()
     from ray.util.joblib import register_ray
 
     register_ray()
     return joblib.parallel_backend("ray", n_jobs=n_jobs)
+
+
+# How often a worker checks that its parent is alive: after a SIGKILL of ``stackkit fit`` its
+# workers are gone within about this long (loky's own idle timeout would keep them 300 s).
+PARENT_POLL_S = 0.5
+
+
+def local_backend():
+    """joblib's loky backend whose worker processes watch their parent and exit when it dies.
+
+    Every local ``Parallel`` must run under this same backend (``parallel_backend("local")``):
+    loky reuses its workers only while the executor's arguments stay the same."""
+    from joblib.parallel import LokyBackend
+
+    return LokyBackend(initializer=watch_parent, initargs=(os.getpid(),))
+
+
+def watch_parent(parent: int) -> None:
+    """Run in each worker at start: a daemon thread that ends the worker once ``parent`` is no
+    longer its parent (the parent died, by whatever signal, and the worker was re-parented)."""
+    import threading
+
+    def watch():
+        while os.getppid() == parent:
+            time.sleep(PARENT_POLL_S)
+        os._exit(1)
+
+    threading.Thread(target=watch, name="stackkit-watch-parent", daemon=True).start()
 
 
 def _ready() -> int:
@@ -120,7 +150,9 @@ def warm_local_workers(n_jobs: int):
 
     def warm():
         try:
-            thread.worker_pids = set(Parallel(n_jobs=n_jobs)(delayed(_ready)() for _ in range(n)))
+            with parallel_backend("local"):  # joblib's backend setting is per thread
+                pids = Parallel(n_jobs=n_jobs)(delayed(_ready)() for _ in range(n))
+            thread.worker_pids = set(pids)
         except Exception:  # only a head start: the real pool starts its own workers if need be
             log.debug("warming the worker pool failed", exc_info=True)
 

@@ -109,6 +109,14 @@ def import_cmd(
     ] = None,
     model: Annotated[str, typer.Option("--model", help="What produced the scores.")] = "external",
     force: Annotated[bool, typer.Option("--force", help="Replace an existing run.")] = False,
+    made_on_these_folds: Annotated[
+        bool,
+        typer.Option(
+            "--made-on-these-folds",
+            help="The OOF file has no fold column: declare that each row was predicted by a "
+            "model trained without its fold of folds.parquet (recorded in run.json).",
+        ),
+    ] = False,
     artifacts: ArtifactsOpt = None,
 ) -> None:
     """Bring logits or probabilities made elsewhere into a run, checked like any other."""
@@ -126,6 +134,7 @@ def import_cmd(
         test_ids=test_ids,
         model=model,
         force=force,
+        made_on_these_folds=made_on_these_folds,
     )
     import json
 

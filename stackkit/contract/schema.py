@@ -56,6 +56,16 @@ RUN_INFO_REQUIRED = (
 )
 
 
+RUN_INFO_TYPES = (  # (key, type, in words): what the readers rely on
+    ("run", str, "a string"),
+    ("model", str, "a string"),
+    ("classes", list, "a list of class names"),
+    ("n_folds", int, "an integer"),
+    ("folds_hash", str, "a string"),
+    ("seed", int, "an integer"),
+)
+
+
 def logit_columns(n_classes: int) -> list[str]:
     return [f"logit_{c}" for c in range(n_classes)]
 
@@ -189,6 +199,8 @@ def validate_folds_meta(meta: dict | None, where: str) -> tuple[tuple[str, ...],
         raise _fail(where, f"metadata 'n_folds' must be an integer >= 2, got {k!r}")
     if not isinstance(seed, int):
         raise _fail(where, f"metadata 'seed' must be an integer, got {seed!r}")
+    if not isinstance(meta.get("data", {}), dict):
+        raise _fail(where, f"metadata 'data' must be a JSON object, got {meta['data']!r}")
     return tuple(classes), k, seed
 
 
@@ -241,14 +253,18 @@ def _logits(df: pd.DataFrame, n_classes: int, where: str) -> np.ndarray:
         if not pd.api.types.is_float_dtype(df[c]) and not pd.api.types.is_integer_dtype(df[c]):
             raise _fail(where, f"column {c} must be float, got {df[c].dtype}")
     x = df[cols].to_numpy(dtype=np.float64)
-    bad = ~np.isfinite(x).all(axis=1)
+    with np.errstate(over="ignore"):
+        x32 = x.astype(np.float32)  # what is stored: 1e300 is finite here, inf there
+    bad = ~np.isfinite(x32).all(axis=1)
     if bad.any():
         pos = int(np.argmax(bad))
-        col = cols[int(np.argmax(~np.isfinite(x[pos])))]
+        col = cols[int(np.argmax(~np.isfinite(x32[pos])))]
         raise _fail(
-            where, f"{_row(df, pos)}: {col} is {x[pos, cols.index(col)]} (logits must be finite)"
+            where,
+            f"{_row(df, pos)}: {col} is {x[pos, cols.index(col)]} "
+            "(logits must be finite float32 numbers)",
         )
-    return x.astype(np.float32)
+    return x32
 
 
 def _span(cols: list[str]) -> str:
@@ -326,6 +342,14 @@ def validate_run_info(info: object, folds: Folds, where: str) -> dict:
     missing = [k for k in RUN_INFO_REQUIRED if k not in info]
     if missing:
         raise _fail(where, f"missing key(s) {', '.join(missing)}")
+    for key, kind, what in RUN_INFO_TYPES:
+        v = info[key]
+        if (
+            not isinstance(v, kind)
+            or isinstance(v, bool)
+            or (key == "classes" and not all(isinstance(c, str) for c in v))
+        ):
+            raise _fail(where, f"{key!r} must be {what}, got {json.dumps(v)[:60]}")
     if list(info["classes"]) != list(folds.classes):
         if len(info["classes"]) != folds.n_classes:
             raise _fail(
@@ -346,6 +370,27 @@ def validate_run_info(info: object, folds: Folds, where: str) -> dict:
             f"folds_hash {str(info['folds_hash'])[:12]}… does not match folds.parquet "
             f"({folds.hash[:12]}…): the run was made on another fold assignment",
         )
+    return info
+
+
+def validate_ensemble_info(info: object, where: str) -> dict:
+    """ensemble.json: the keys every reader relies on, with their types."""
+    if not isinstance(info, dict):
+        raise _fail(where, "is not a JSON object")
+    missing = [k for k in ("name", "meta", "inputs", "scores") if k not in info]
+    if missing:
+        raise _fail(where, f"missing key(s) {', '.join(missing)}; refit the ensemble")
+    inputs, scores = info["inputs"], info["scores"]
+    runs = inputs.get("runs") if isinstance(inputs, dict) else None
+    if (
+        not isinstance(runs, list)
+        or not runs
+        or not all(isinstance(r, dict) and isinstance(r.get("run"), str) for r in runs)
+        or not isinstance(inputs.get("folds_hash"), str)
+    ):
+        raise _fail(where, "'inputs' must hold 'runs' (a list of {run, hash}) and 'folds_hash'")
+    if not isinstance(scores, dict) or not isinstance(info["meta"], str):
+        raise _fail(where, "'scores' must be a JSON object and 'meta' a string")
     return info
 
 

@@ -9,6 +9,7 @@ import numpy as np
 
 from stackkit import metrics
 from stackkit.compare import ensemble_oof
+from stackkit.contract import schema
 from stackkit.contract.errors import StackkitError
 from stackkit.contract.names import check_name, is_valid_name
 from stackkit.contract.store import Store, read_json
@@ -75,7 +76,8 @@ def resolve_ensemble(store: Store, name: str | None) -> str:
 
 def load(store: Store, name: str) -> ReportData:
     d = store.ensemble_dir(name)
-    ens = read_json(d / "ensemble.json", f"ensemble {name!r}: ensemble.json")
+    where = f"ensemble {name!r}: ensemble.json"
+    ens = schema.validate_ensemble_info(read_json(d / "ensemble.json", where), where)
     board_json = read_json(d / "leaderboard.json", f"ensemble {name!r}: leaderboard.json")
     folds = store.read_folds()
     notes = []

@@ -51,6 +51,7 @@ class FitResult:
     bias_offsets: np.ndarray | None
     summary: dict
     bias_cv_macro_f1: float | None = None  # CV macro-F1 with in-CV offsets, applied or not
+    learner: object | None = None  # the refitted pick, saved to model/ (stackkit.predict)
 
 
 def resolve_metas(meta: str | list[str]) -> list[str]:
@@ -276,6 +277,7 @@ def fit_ensemble(
         summary,
         bias_cv_macro_f1,
     )
+    res.learner = est
     write_ensemble(store, res, params, command)
     return res
 
@@ -415,6 +417,10 @@ def write_ensemble(store: Store, res: FitResult, params: dict | None, command) -
         submission_frame(rs, res.test_proba).to_csv(tmp / "submission.csv", index=False)
         write_json(leaderboard, tmp / "leaderboard.json")
         write_json(ensemble, tmp / "ensemble.json")
+        if res.learner is not None:  # what `stackkit predict` needs to score new images
+            from stackkit.predict import write_model
+
+            write_model(tmp / "model", res.selected.meta, res.learner, rs, res.bias_offsets)
     log.info("wrote %s", res.path)
     return res.path
 

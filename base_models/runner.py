@@ -13,6 +13,7 @@ last) is assembled only when every fold is there.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import platform
@@ -25,6 +26,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pyarrow.parquet as pq
 import timm
 import torch
 
@@ -183,8 +185,9 @@ def resolve_job(
         "skip_bad_images": skip_bad_images,
     }  # fmt: skip
     h = config_hash(
-        {k: v for k, v in resolved.items() if k != "data"} | {"labels": table.labels.tolist()}
-    )
+        {k: v for k, v in resolved.items() if k not in ("data", "pseudo")}
+        | {"labels": table.labels.tolist(), "pseudo_rows": (pseudo_info or {}).get("rows_sha256")}
+    )  # the pseudo rows trained on count, not which file or ensemble they came from
     workers = default_workers(dev.type) if workers is None else int(workers)
     job = Job(
         model, cfg, dcfg, dev, workers, seed, fold_set, table, pre, store.run_dir(run), h,
@@ -293,15 +296,49 @@ def _data_options(folds: schema.Folds, age_boundary, label_fix) -> dict:
 
 
 def _pseudo(store: Store, name: str | None, folds: schema.Folds):
+    """The pseudo set's rows (sample_id, fold, label) and what run.json records of it.
+
+    Contract 1.1: a row's label may train fold ``fold``'s model and no other. A set without the
+    ``fold`` column (made before 1.1, from models that saw every fold) is refused.
+    """
     if name is None:
         return None, None
     df, meta = store.read_pseudo(name, folds)
     path = store.pseudo_dir(name) / schema.PSEUDO_FILE
+    where = f"pseudo set {name!r}: {store.rel(path)}"
+    fold = df["fold"] if "fold" in df.columns else _file_column(path, "fold")
+    if fold is None:
+        raise StackkitError(
+            f"{where}: has no 'fold' column (made before contract 1.1, its labels come from "
+            f"models that saw every fold); remake it with `stackkit pseudo-label --ensemble "
+            f"{meta['ensemble']} --name {name} --force`"
+        )
+    fold = np.asarray(fold, dtype=np.float64)
+    bad = ~np.isfinite(fold) | (fold != np.round(fold)) | (fold < 0) | (fold >= folds.n_folds)
+    if bad.any():
+        raise StackkitError(
+            f"{where}: row {int(np.argmax(bad))}: fold must be 0 … {folds.n_folds - 1}"
+        )
+    df = pd.DataFrame(
+        {"sample_id": df["sample_id"], "fold": fold.astype(np.int64), "label": df["label"]}
+    )
+    if df.duplicated(["sample_id", "fold"]).any():
+        r = int(np.argmax(df.duplicated(["sample_id", "fold"]).to_numpy()))
+        raise StackkitError(f"{where}: row {r}: sample_id {df['sample_id'][r]!r} twice in a fold")
+    rows = df.sort_values(["fold", "sample_id"]).to_csv(index=False).encode("utf-8")
     info = {
         "name": name, "ensemble": meta["ensemble"], "ensemble_hash": meta["ensemble_hash"],
-        "n_rows": len(df), "sha256": file_sha256(path),
+        "n_rows": len(df), "n_rows_per_fold": np.bincount(df["fold"], minlength=folds.n_folds).tolist(),
+        "rows_sha256": hashlib.sha256(rows).hexdigest(), "sha256": file_sha256(path),
     }  # fmt: skip
     return df, info
+
+
+def _file_column(path: Path, column: str):
+    """One column of a parquet file as stored, or None: for a ``fold`` column that a reader of
+    an older schema leaves out."""
+    names = pq.read_schema(path).names
+    return pq.read_table(path, columns=[column]).column(0).to_numpy() if column in names else None
 
 
 def _parse_folds(value, n_folds: int) -> list[int]:
@@ -422,28 +459,28 @@ def _fit_fold(job: Job, net, norm, loader, split: Split):
     from torch.utils.tensorboard import SummaryWriter
 
     t, c = job.table, job.folds.n_classes
-    train_pos, inner = split.train, np.zeros(0, dtype=np.int64)
+    held = np.zeros(len(split.train), dtype=bool)
     if job.cfg["epoch_selection"] == "inner":
-        train_pos, inner = inner_slice(t, split, job.cfg["inner_fraction"], job.seed + split.fold)
+        held = inner_slice(t, split, job.cfg["inner_fraction"], job.seed + split.fold)
+    train_pos, inner = split.train[~held], split.train[held]
+    train_dl = loader(train_pos, True, split.train_labels[~held])
     select = Scored(loader(inner, False), t.labels[inner], c) if len(inner) else None
     monitor = Scored(loader(split.val, False), t.labels[split.val], c)
     tb = job.run_dir / "tb" / f"fold_{split.fold}"
     shutil.rmtree(tb, ignore_errors=True)  # a retrained fold replaces its curves
     with SummaryWriter(log_dir=str(tb)) as writer:
-        chosen = fit(
-            net, loader(train_pos, True), norm, job.cfg, writer, split.fold, select, monitor
-        )
+        chosen = fit(net, train_dl, norm, job.cfg, writer, split.fold, select, monitor)
     return chosen, train_pos, inner
 
 
 def _loaders(job: Job, cache_path: Path, fold: int):
-    """``make(positions, is_train)``: training (augmented, shuffled) or prediction batches."""
+    """``make(positions, is_train, labels=None)``: training (augmented, shuffled) or prediction
+    batches; ``labels`` default to the table's (0 on unlabelled test rows, which only predict)."""
     transforms = {True: train_transform(job.dcfg, job.cfg), False: eval_transform(job.dcfg)}
 
-    def make(positions: np.ndarray, is_train: bool):
-        labels = np.maximum(
-            job.table.labels[positions], 0
-        )  # unlabelled test rows: never trained on
+    def make(positions: np.ndarray, is_train: bool, labels: np.ndarray | None = None):
+        if labels is None:
+            labels = np.maximum(job.table.labels[positions], 0)
         ds = CachedImages(cache_path, positions, labels, transforms[is_train])
         batch = job.cfg["batch"] * (1 if is_train else EVAL_BATCH_FACTOR)
         seed = job.seed + fold

@@ -25,7 +25,7 @@ from base_models.shards import read_record
 from base_models.splits import build_splits, image_table
 from stackkit.contract import schema
 from stackkit.contract.errors import StackkitError
-from stackkit.contract.store import Store
+from stackkit.contract.store import Store, write_parquet
 from stackkit.data.layouts import folds_for_data, load_dataset
 
 FAST = {"model": "test_resnet", "device": "cpu", "workers": 0, "threads": 1, "epochs": 1}
@@ -126,52 +126,83 @@ def test_manifest_layout_run(tmp_path):
     assert sorted(runs.test_ids) == [f"test{j}" for j in range(4)]
 
 
-def _pseudo_set(store: Store, folds, ds, n: int) -> pd.DataFrame:
-    df = pd.DataFrame(
-        {"sample_id": ds.test["sample_id"][:n], "label": np.arange(n, dtype="int16"),
-         "confidence": np.full(n, 0.9, "float32")}
-    )  # fmt: skip
+def _write_pseudo(store: Store, folds, df: pd.DataFrame, name: str = "p1") -> None:
+    """A pseudo set as written by contract 1.1 (with ``fold`` when ``df`` has it), bypassing
+    stackkit's own writer so the runner's reading is tested on the file alone."""
     meta = {
-        "ensemble": "ens",
-        "ensemble_hash": "abc",
-        "folds_hash": folds.hash,
-        "rule": {},
-        "per_class": {},
-    }
-    store.write_pseudo("p1", df, meta, folds.n_classes)
+        "version": schema.CONTRACT_VERSION, "ensemble": "ens", "ensemble_hash": "abc",
+        "folds_hash": folds.hash, "rule": {}, "per_class": {},
+    }  # fmt: skip
+    dtypes = {"sample_id": "string", "fold": "int8", "label": "int16", "confidence": "float32"}
+    write_parquet(
+        df.astype({k: v for k, v in dtypes.items() if k in df}), _pseudo_path(store, name), meta
+    )
+
+
+def _pseudo_path(store: Store, name: str):
+    return store.pseudo_dir(name) / schema.PSEUDO_FILE
+
+
+def _pseudo_set(store: Store, folds, ds, n: int, fold=0, with_fold=True) -> pd.DataFrame:
+    """``n`` test images pseudo-labelled for fold ``fold`` only."""
+    df = pd.DataFrame(
+        {"sample_id": ds.test["sample_id"][:n], "fold": np.full(n, fold), "label": np.arange(n),
+         "confidence": np.full(n, 0.9)}
+    )  # fmt: skip
+    _write_pseudo(store, folds, df if with_fold else df.drop(columns="fold"))
     return df
 
 
-def test_pseudo_rows_are_in_every_training_split_and_no_validation_split(tmp_path, data):
+def test_pseudo_rows_of_fold_0_train_fold_0_only_and_validate_none(tmp_path, data):
     art = _artifacts(tmp_path, data)
     store = Store(art)
     folds = store.read_folds()
     ds = load_dataset(data)
-    pseudo = _pseudo_set(store, folds, ds, n=6)
+    _pseudo_set(store, folds, ds, n=6, fold=0)
+    pseudo, _ = runner._pseudo(store, "p1", folds)
     table = image_table(ds, folds, pseudo)
     pseudo_pos = set(np.flatnonzero(np.isin(table.ids, pseudo["sample_id"])))
-    for split in build_splits(table, folds.n_folds):
-        assert pseudo_pos <= set(split.train)
+    split0, split1 = build_splits(table, folds.n_folds)
+    assert pseudo_pos <= set(split0.train) and not pseudo_pos & set(split1.train)
+    in0 = np.isin(split0.train, list(pseudo_pos))
+    assert split0.train_labels[in0].tolist() == list(range(6))  # the set's labels, in its order
+    for split in (split0, split1):
         assert not pseudo_pos & set(split.val) and (split.val < table.n_train).all()
-        assert (table.fold[split.val] == split.fold).all() and (
-            table.fold[split.train[:-6]] != split.fold
-        ).all()
+        assert (table.fold[split.val] == split.fold).all()
+        own = split.train[split.train < table.n_train]
+        assert (table.fold[own] != split.fold).all()
+        assert (split.train_labels[: len(own)] == table.labels[own]).all()
 
 
 def test_pseudo_and_pretrained_are_recorded(tmp_path, data):
     art = _artifacts(tmp_path, data)
     store = Store(art)
     folds = store.read_folds()
-    _pseudo_set(store, folds, load_dataset(data), n=6)
+    rows = _pseudo_set(store, folds, load_dataset(data), n=6, fold=1)
     weights = tmp_path / "w.pth"
     torch.save(timm.create_model("test_resnet", num_classes=1000).state_dict(), weights)
     result = train(data=data, artifacts=art, pseudo="p1", pretrained=weights, **FAST)
     info = json.loads((result.run_dir / "run.json").read_text())
     assert info["pseudo"]["name"] == "p1" and info["pseudo"]["n_rows"] == 6
     assert info["pseudo"]["ensemble"] == "ens" and info["pseudo"]["ensemble_hash"] == "abc"
+    assert info["pseudo"]["n_rows_per_fold"] == [0, 6]
     assert info["init"] == "pretrained" and info["config"]["pretrained"]["sha256"]
-    assert [f["n_pseudo"] for f in info["metrics"]["per_fold"]] == [6, 6]
+    assert [f["n_pseudo"] for f in info["metrics"]["per_fold"]] == [0, 6]
+    assert set(rows["sample_id"]) <= set(read_record(result.run_dir, 1)["trained_on"])
+    assert not set(rows["sample_id"]) & set(read_record(result.run_dir, 0)["trained_on"])
     assert len(pd.read_parquet(result.run_dir / "oof.parquet")) == 84  # OOF: train samples only
+
+
+def test_the_same_pseudo_rows_rewritten_give_the_same_config(tmp_path, data):
+    art = _artifacts(tmp_path, data)
+    store = Store(art)
+    folds = store.read_folds()
+    rows = _pseudo_set(store, folds, load_dataset(data), n=4)
+    _, job = runner.resolve_job("test_resnet", data, art, pseudo="p1")
+    _write_pseudo(store, folds, rows.iloc[::-1].assign(confidence=0.8))  # other order, provenance
+    assert runner.resolve_job("test_resnet", data, art, pseudo="p1")[1].hash == job.hash
+    _write_pseudo(store, folds, rows.assign(label=rows["label"] + 1))  # other labels
+    assert runner.resolve_job("test_resnet", data, art, pseudo="p1")[1].hash != job.hash
 
 
 def test_skip_bad_images_counts_them(tmp_path, data):
@@ -222,6 +253,11 @@ def _break(case, tmp_path, data):
         return root, art, {"img_size": "32by24"}
     elif case == "bad_fold":
         return root, art, {"folds": "0,7"}
+    elif case in ("pseudo_without_fold", "pseudo_bad_fold"):
+        store = Store(art)
+        ds = load_dataset(root)
+        _pseudo_set(store, store.read_folds(), ds, 3, fold=2, with_fold=case == "pseudo_bad_fold")
+        return root, art, {"pseudo": "p1"}
     elif case in ("no_pseudo", "other_pseudo"):
         store = Store(art)
         folds = store.read_folds()
@@ -254,6 +290,13 @@ def _break(case, tmp_path, data):
         ("bad_fold", "--folds '0,7'"),
         ("no_pseudo", "pseudo set 'p1': pseudo/p1/pseudo.parquet: file not found"),
         ("other_pseudo", "made on another fold assignment"),
+        (
+            "pseudo_without_fold",
+            "pseudo set 'p1': pseudo/p1/pseudo.parquet: has no 'fold' column (made before "
+            "contract 1.1, its labels come from models that saw every fold); remake it with "
+            "`stackkit pseudo-label --ensemble ens --name p1 --force`",
+        ),
+        ("pseudo_bad_fold", "pseudo.parquet: row 0: fold must be 0 … 1"),
     ],
 )
 def test_bad_input(tmp_path, data, case, message):

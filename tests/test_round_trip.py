@@ -10,6 +10,7 @@ import pytest
 from imagedata import make_mask_data
 from typer.testing import CliRunner
 
+import base_models.runner as runner
 from base_models import train
 from base_models.shards import read_record
 from stackkit.cli import app
@@ -42,16 +43,17 @@ def round_trip(tmp_path_factory):
     return data, Store(art), r2, out
 
 
-def test_pseudo_rows_train_every_fold_and_validate_none(round_trip):
+def test_pseudo_rows_train_their_own_fold_only_and_validate_none(round_trip):
     _, store, r2, _ = round_trip
-    pseudo, meta = store.read_pseudo("p1", store.read_folds())
+    pseudo, meta = runner._pseudo(store, "p1", store.read_folds())  # with its fold column
     assert meta["ensemble"] == "r1" and len(pseudo) > 0
-    ids = set(pseudo["sample_id"])
     oof = pd.read_parquet(r2.run_dir / "oof.parquet")
     for k in (0, 1):
         trained_on = set(read_record(r2.run_dir, k)["trained_on"])
-        assert ids <= trained_on  # in every training split
-        assert not ids & set(oof.loc[oof["fold"] == k, "sample_id"])  # in no validation split
+        mine = set(pseudo.loc[pseudo["fold"] == k, "sample_id"])
+        assert mine <= trained_on  # in fold k's training split
+        assert not (set(pseudo["sample_id"]) - mine) & trained_on  # the other folds' are not
+        assert not set(pseudo["sample_id"]) & set(oof.loc[oof["fold"] == k, "sample_id"])
 
 
 def test_round_two_oof_is_the_original_train_set(round_trip):

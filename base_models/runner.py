@@ -21,6 +21,7 @@ import random
 import shutil
 import sys
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -31,7 +32,7 @@ import timm
 import torch
 
 import stackkit
-from base_models import shards
+from base_models import locks, shards
 from base_models.config import (
     DEFAULT_SEED,
     TTA_VIEWS,
@@ -48,13 +49,14 @@ from base_models.data import (
     make_loader,
     train_transform,
 )
-from base_models.images import build_cache, scale_size
+from base_models.images import ImageCache, build_cache, scale_size
 from base_models.loop import Scored, fit, predict
 from base_models.model import create, load_pretrained
 from base_models.splits import ImageTable, Split, build_splits, image_table, inner_slice
 from stackkit import metrics
 from stackkit.contract import schema
 from stackkit.contract.errors import StackkitError
+from stackkit.contract.names import check_name
 from stackkit.contract.store import Store, file_sha256
 from stackkit.data.layouts import AGE_BOUNDARY, load_dataset
 
@@ -130,17 +132,19 @@ def train(
     )  # fmt: skip
     n_folds = job.folds.n_folds
     wanted = _parse_folds(folds, n_folds)
-    if _already_complete(job, force):
-        return RunResult(job.run_dir, True, [], list(range(n_folds)))
-    result = _train_folds(job, wanted, force)
-    if all(shards.finished(job.run_dir, k, job.hash) for k in range(n_folds)):
-        _write_run(store, job.run, job, job.resolved)
-        shutil.rmtree(job.run_dir / "cache", ignore_errors=True)
-        result.complete = True
-    else:
-        log.info(
-            "run %s: folds %s finished; the run is written once every fold is", job.run, _done(job)
-        )
+    with _session(job):
+        if _already_complete(job, force):
+            return RunResult(job.run_dir, True, [], list(range(n_folds)))
+        result = _train_folds(job, _cache(job), wanted, force)
+        if all(shards.finished(job.run_dir, k, job.hash) for k in range(n_folds)):
+            _write_run(store, job.run, job, job.resolved)
+            shutil.rmtree(job.run_dir / "cache", ignore_errors=True)
+            result.complete = True
+        else:
+            log.info(
+                "run %s: folds %s finished; the run is written once every fold is",
+                job.run, _done(job),
+            )  # fmt: skip
     return result
 
 
@@ -165,8 +169,10 @@ def resolve_job(
     config: str | Path | None = None,
 ) -> tuple[Store, Job]:
     """Everything a run (or one fold of it) is made from, and its config hash; trains nothing."""
+    run = check_name(model.replace("/", "_") if run is None else run, "run")  # before any write
+    if pseudo is not None:
+        check_name(pseudo, "pseudo set")
     store = Store(artifacts)
-    run = run or model.replace("/", "_")
     fold_set = store.read_folds()
     cfg = resolve_config(
         model, {"epochs": epochs, "img_size": img_size, "batch": batch, "lr": lr}, config
@@ -224,10 +230,13 @@ def run_fold(
     if not force and shards.finished(job.run_dir, k, job.hash):
         log.info("run %s fold %d: already committed with this config, skipped", job.run, k)
         return FoldResult(job.run_dir, k, job.hash, False)
-    if _already_complete(job, force):  # a finished run made with another config is refused
-        return FoldResult(job.run_dir, k, job.hash, False)
-    _train_folds(job, [k], force, cleanup=False)  # other fold jobs may share this run folder
-    return FoldResult(job.run_dir, k, job.hash, True)
+    # other fold jobs share this run folder: wait while one of them builds the cache, leave it be
+    with _session(job, wait=True, cleanup=False):
+        if _already_complete(job, force):  # a finished run made with another config is refused
+            return FoldResult(job.run_dir, k, job.hash, False)
+        cache = _cache(job)
+    result = _train_folds(job, cache, [k], force)
+    return FoldResult(job.run_dir, k, job.hash, bool(result.trained))
 
 
 def prepare(model: str, data: str | Path, artifacts=None, run=None, **options) -> str:
@@ -237,7 +246,8 @@ def prepare(model: str, data: str | Path, artifacts=None, run=None, **options) -
 
 
 def prepare_job(job: Job) -> str:
-    _train_folds(job, [], force=False, cleanup=False)
+    with _session(job, cleanup=False):
+        _cache(job)
     return job.hash
 
 
@@ -248,17 +258,18 @@ def assemble(
     ``options`` as for :func:`run_fold`; ``force`` replaces a complete run."""
     store, job = resolve_job(model, data, artifacts, run, **options)
     n_folds = job.folds.n_folds
-    if _already_complete(job, force):
-        return RunResult(job.run_dir, True, [], list(range(n_folds)))
-    missing = [k for k in range(n_folds) if not shards.finished(job.run_dir, k, job.hash)]
-    if missing:
-        raise StackkitError(
-            f"run {job.run}: fold(s) {', '.join(map(str, missing))} have no shard committed "
-            f"with config {job.hash} yet (run-fold them first)"
-        )
-    _train_folds(job, [], force=False, cleanup=False)  # which images were unreadable
-    _write_run(store, job.run, job, job.resolved)
-    shutil.rmtree(job.run_dir / "cache", ignore_errors=True)
+    with _session(job, cleanup=False):
+        if _already_complete(job, force):
+            return RunResult(job.run_dir, True, [], list(range(n_folds)))
+        missing = [k for k in range(n_folds) if not shards.finished(job.run_dir, k, job.hash)]
+        if missing:
+            raise StackkitError(
+                f"run {job.run}: fold(s) {', '.join(map(str, missing))} have no shard committed "
+                f"with config {job.hash} yet (run-fold them first)"
+            )
+        _cache(job)  # which images were unreadable
+        _write_run(store, job.run, job, job.resolved)
+        shutil.rmtree(job.run_dir / "cache", ignore_errors=True)
     return RunResult(job.run_dir, True, [], list(range(n_folds)))
 
 
@@ -378,28 +389,48 @@ def _already_complete(job: Job, force: bool) -> bool:
     )
 
 
-def _train_folds(job: Job, wanted: list[int], force: bool, cleanup: bool = True) -> RunResult:
+@contextmanager
+def _session(job: Job, wait: bool = False, cleanup: bool = True):
+    """Hold the run's lock for the block (see :mod:`base_models.locks`), after removing what a
+    killed command left half-written; if the block fails in a run folder it created and no fold
+    was committed, remove the folder (``cleanup``), so nothing half-written stays behind."""
     created = cleanup and not job.run_dir.exists()
-    result = RunResult(job.run_dir, False, [], [])
     try:
-        cache = build_cache(
-            job.table.paths, job.run_dir / "cache",
-            scale_size(job.dcfg["input_size"][1:], job.dcfg["crop_pct"]),
-            job.dcfg["interpolation"], job.skip_bad, threads=cpu_count(),
-        )  # fmt: skip
-        job.table.usable[cache.bad] = False
-        splits = build_splits(job.table, job.folds.n_folds)
-        for k in wanted:
+        with locks.locked(job.run_dir / locks.RUN_LOCK, f"run {job.run}", wait=wait):
+            for tmp in (job.run_dir / "cache").glob(".images_*.tmp"):  # a killed cache build
+                log.info("removing %s, left by a command that did not finish", tmp)
+                tmp.unlink(missing_ok=True)
+            yield
+    except BaseException:
+        if created and not shards.any_shard(job.run_dir):
+            shutil.rmtree(job.run_dir, ignore_errors=True)
+        raise
+
+
+def _cache(job: Job) -> ImageCache:
+    """The run's decoded images (built now unless a matching cache is there); marks the
+    unreadable ones unusable. Call it holding the run lock."""
+    cache = build_cache(
+        job.table.paths, job.run_dir / "cache",
+        scale_size(job.dcfg["input_size"][1:], job.dcfg["crop_pct"]),
+        job.dcfg["interpolation"], job.skip_bad, threads=cpu_count(),
+    )  # fmt: skip
+    job.table.usable[cache.bad] = False
+    return cache
+
+
+def _train_folds(job: Job, cache: ImageCache, wanted: list[int], force: bool) -> RunResult:
+    """Train the ``wanted`` folds not yet committed with this config, each under its fold lock."""
+    result = RunResult(job.run_dir, False, [], [])
+    splits = build_splits(job.table, job.folds.n_folds)
+    for k in wanted:
+        with locks.locked(job.run_dir / locks.fold_lock(k), f"run {job.run} fold {k}"):
             if not force and shards.finished(job.run_dir, k, job.hash):
                 log.info("fold %d: already finished with this config, skipped", k)
                 result.skipped.append(k)
                 continue
             _run_fold(job, splits[k], cache)
-            result.trained.append(k)
-    except BaseException:
-        if created and not shards.any_shard(job.run_dir):
-            shutil.rmtree(job.run_dir, ignore_errors=True)  # leave nothing half-written behind
-        raise
+        result.trained.append(k)
     return result
 
 

@@ -1,0 +1,115 @@
+"""The runner on a shared artifacts folder: names that cannot escape it, a run locked while it is
+trained (the holder named), and what a killed command left behind removed on the next start."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+
+import pytest
+from imagedata import make_mask_data
+from typer.testing import CliRunner
+
+import base_models.runner as runner
+from base_models import locks, train
+from base_models.cli import app
+from stackkit.contract.errors import StackkitError
+from stackkit.data.layouts import folds_for_data
+
+FAST = {"model": "test_resnet", "device": "cpu", "workers": 0, "threads": 1, "epochs": 1}
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    return make_mask_data(tmp_path_factory.mktemp("img") / "data", n_people=12, n_test=4)
+
+
+@pytest.fixture
+def art(tmp_path, data):
+    folds_for_data(data, artifacts=tmp_path / "art", n_folds=2, seed=0)
+    return tmp_path / "art"
+
+
+def _tree(root):
+    return sorted(str(p.relative_to(root)) for p in root.rglob("*"))
+
+
+@pytest.mark.parametrize(
+    "option, name",
+    [("--run", "../x"), ("--run", "../../x"), ("--run", "/tmp/x"), ("--run", "."),
+     ("--run", ""), ("--run", "a\nb"), ("--run", "<b>"), ("--pseudo", "../../x"),
+     ("--pseudo", "")],
+)  # fmt: skip
+def test_a_bad_name_is_refused_before_anything_is_written(tmp_path, data, art, option, name):
+    before = _tree(tmp_path)
+    res = CliRunner().invoke(
+        app, ["--model", "test_resnet", "--data", str(data), "--artifacts", str(art),
+              "--device", "cpu", option, name],
+    )  # fmt: skip
+    kind = "run" if option == "--run" else "pseudo set"
+    assert res.exit_code == 1 and res.output.startswith(f"error: {kind} name {name!r}")
+    assert res.output.count("\n") == 1  # one line
+    assert _tree(tmp_path) == before
+
+
+def _hold(lock, seconds: float = 60):
+    """Another process holding ``lock`` (via base_models.locks), ready when it printed."""
+    code = textwrap.dedent(f"""
+        import sys, time
+        from base_models import locks
+        with locks.locked({str(lock)!r}, "test"):
+            print("held", flush=True)
+            time.sleep({seconds})
+    """)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    proc = subprocess.Popen(
+        [sys.executable, "-c", code], stdout=subprocess.PIPE, text=True, env=env
+    )
+    assert proc.stdout.readline().strip() == "held"
+    return proc
+
+
+def test_a_second_runner_on_the_same_run_fails_naming_the_holder(data, art):
+    lock = art / "runs" / "test_resnet" / locks.RUN_LOCK
+    proc = _hold(lock)
+    try:
+        with pytest.raises(
+            StackkitError, match=rf"run test_resnet is in use by pid {proc.pid} on "
+        ) as e:
+            train(data=data, artifacts=art, **FAST)
+        assert "\n" not in str(e.value) and "wait for it or stop it" in str(e.value)
+        assert sorted(p.name for p in lock.parent.iterdir()) == [".lock", ".lock.holder"]
+    finally:
+        proc.send_signal(signal.SIGKILL)  # a holder that dies: the OS releases its lock
+        proc.wait()
+    result = train(data=data, artifacts=art, **FAST)
+    assert result.complete and not (lock.parent / ".lock.holder").exists()
+
+
+def test_a_fold_job_on_a_fold_being_trained_fails(data, art):
+    proc = _hold(art / "runs" / "test_resnet" / locks.fold_lock(1))
+    try:
+        with pytest.raises(
+            StackkitError, match=rf"run test_resnet fold 1 is in use by pid {proc.pid}"
+        ):
+            runner.run_fold(data=data, fold=1, artifacts=art, **FAST)
+        res = runner.run_fold(data=data, fold=0, artifacts=art, **FAST)  # another fold: fine
+        assert res.trained
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+def test_a_killed_cache_build_is_cleaned_up_on_the_next_start(data, art):
+    cache = art / "runs" / "test_resnet" / "cache"
+    cache.mkdir(parents=True)
+    stale = cache / ".images_32x24.npy.k1ll3d.tmp"
+    stale.write_bytes(b"\x93NUMPY half of an image cache")
+    old = time.time() - 3600
+    os.utime(stale, (old, old))
+    train(data=data, artifacts=art, folds="0", **FAST)  # an incomplete run keeps its cache
+    assert not stale.exists() and len(list(cache.glob("images_*.npy"))) == 1

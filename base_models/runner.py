@@ -27,7 +27,6 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import pyarrow.parquet as pq
 import timm
 import torch
 
@@ -314,28 +313,15 @@ def _pseudo(store: Store, name: str | None, folds: schema.Folds):
     """
     if name is None:
         return None, None
-    df, meta = store.read_pseudo(name, folds)
+    df, meta = store.read_pseudo(name, folds)  # the fold column checked there, when present
     path = store.pseudo_dir(name) / schema.PSEUDO_FILE
-    where = f"pseudo set {name!r}: {store.rel(path)}"
-    fold = df["fold"] if "fold" in df.columns else _file_column(path, "fold")
-    if fold is None:
+    if "fold" not in df.columns:
         raise StackkitError(
-            f"{where}: has no 'fold' column (made before contract 1.1, its labels come from "
-            f"models that saw every fold); remake it with `stackkit pseudo-label --ensemble "
-            f"{meta['ensemble']} --name {name} --force`"
+            f"pseudo set {name!r}: {store.rel(path)}: has no 'fold' column (made before contract "
+            "1.1, its labels come from models that saw every fold); remake it with `stackkit "
+            f"pseudo-label --ensemble {meta['ensemble']} --name {name} --force`"
         )
-    fold = np.asarray(fold, dtype=np.float64)
-    bad = ~np.isfinite(fold) | (fold != np.round(fold)) | (fold < 0) | (fold >= folds.n_folds)
-    if bad.any():
-        raise StackkitError(
-            f"{where}: row {int(np.argmax(bad))}: fold must be 0 … {folds.n_folds - 1}"
-        )
-    df = pd.DataFrame(
-        {"sample_id": df["sample_id"], "fold": fold.astype(np.int64), "label": df["label"]}
-    )
-    if df.duplicated(["sample_id", "fold"]).any():
-        r = int(np.argmax(df.duplicated(["sample_id", "fold"]).to_numpy()))
-        raise StackkitError(f"{where}: row {r}: sample_id {df['sample_id'][r]!r} twice in a fold")
+    df = df[["sample_id", "fold", "label"]]
     rows = df.sort_values(["fold", "sample_id"]).to_csv(index=False).encode("utf-8")
     info = {
         "name": name, "ensemble": meta["ensemble"], "ensemble_hash": meta["ensemble_hash"],
@@ -343,13 +329,6 @@ def _pseudo(store: Store, name: str | None, folds: schema.Folds):
         "rows_sha256": hashlib.sha256(rows).hexdigest(), "sha256": file_sha256(path),
     }  # fmt: skip
     return df, info
-
-
-def _file_column(path: Path, column: str):
-    """One column of a parquet file as stored, or None: for a ``fold`` column that a reader of
-    an older schema leaves out."""
-    names = pq.read_schema(path).names
-    return pq.read_table(path, columns=[column]).column(0).to_numpy() if column in names else None
 
 
 def _parse_folds(value, n_folds: int) -> list[int]:

@@ -174,6 +174,24 @@ def test_pseudo_rows_of_fold_0_train_fold_0_only_and_validate_none(tmp_path, dat
         assert (split.train_labels[: len(own)] == table.labels[own]).all()
 
 
+def test_one_test_image_with_another_label_in_each_fold(tmp_path, data):
+    art = _artifacts(tmp_path, data)
+    store = Store(art)
+    folds = store.read_folds()
+    ds = load_dataset(data)
+    sid = ds.test["sample_id"][0]
+    rows = pd.DataFrame(
+        {"sample_id": [sid, sid], "fold": [0, 1], "label": [5, 11], "confidence": [0.9, 0.8]}
+    )
+    _write_pseudo(store, folds, rows)
+    pseudo, info = runner._pseudo(store, "p1", folds)
+    assert info["n_rows_per_fold"] == [1, 1]
+    table = image_table(ds, folds, pseudo)
+    [pos] = np.flatnonzero(table.ids == sid)
+    for split, label in zip(build_splits(table, folds.n_folds), (5, 11)):
+        assert split.train_labels[split.train == pos].tolist() == [label]
+
+
 def test_pseudo_and_pretrained_are_recorded(tmp_path, data):
     art = _artifacts(tmp_path, data)
     store = Store(art)
@@ -296,7 +314,7 @@ def _break(case, tmp_path, data):
             "contract 1.1, its labels come from models that saw every fold); remake it with "
             "`stackkit pseudo-label --ensemble ens --name p1 --force`",
         ),
-        ("pseudo_bad_fold", "pseudo.parquet: row 0: fold must be 0 … 1"),
+        ("pseudo_bad_fold", "pseudo.parquet: row 0 (sample_id"),
     ],
 )
 def test_bad_input(tmp_path, data, case, message):

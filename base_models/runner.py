@@ -21,7 +21,7 @@ import random
 import shutil
 import sys
 import time
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -31,7 +31,7 @@ import timm
 import torch
 
 import stackkit
-from base_models import locks, shards
+from base_models import shards
 from base_models.config import (
     DEFAULT_SEED,
     TTA_VIEWS,
@@ -55,6 +55,7 @@ from base_models.splits import ImageTable, Split, build_splits, image_table, inn
 from stackkit import metrics
 from stackkit.contract import schema
 from stackkit.contract.errors import StackkitError
+from stackkit.contract.locks import hold
 from stackkit.contract.names import check_name
 from stackkit.contract.store import Store, file_sha256
 from stackkit.data.layouts import AGE_BOUNDARY, load_dataset
@@ -62,6 +63,11 @@ from stackkit.data.layouts import AGE_BOUNDARY, load_dataset
 log = logging.getLogger(__name__)
 
 EVAL_BATCH_FACTOR = 2  # prediction keeps no gradients, so twice the training batch fits
+# runs/<run>/.lock: held while train, prepare or assemble works on the run, and while a run-fold
+# job builds or checks the image cache; runs/<run>/.lock.fold_<k>: while fold k trains. Both are
+# stackkit.contract.locks (flock; a second holder is refused in one line naming the first).
+RUN_LOCK = ".lock"
+WAIT_S = 5.0  # a run-fold job polls this often while another job holds the run lock
 
 
 @dataclass
@@ -368,14 +374,27 @@ def _already_complete(job: Job, force: bool) -> bool:
     )
 
 
+def fold_lock(fold: int) -> str:
+    return f".lock.fold_{fold}"
+
+
 @contextmanager
 def _session(job: Job, wait: bool = False, cleanup: bool = True):
-    """Hold the run's lock for the block (see :mod:`base_models.locks`), after removing what a
-    killed command left half-written; if the block fails in a run folder it created and no fold
-    was committed, remove the folder (``cleanup``), so nothing half-written stays behind."""
+    """Hold the run's lock for the block (``wait``: until it is free, else fail at once naming
+    its holder), after removing the cache temporaries a killed command left; if the block fails
+    in a run folder it created and no fold was committed, remove the folder (``cleanup``)."""
     created = cleanup and not job.run_dir.exists()
     try:
-        with locks.locked(job.run_dir / locks.RUN_LOCK, f"run {job.run}", wait=wait):
+        with ExitStack() as stack:
+            while True:
+                try:
+                    stack.enter_context(hold(job.run_dir / RUN_LOCK, f"run {job.run}"))
+                    break
+                except StackkitError as exc:  # held by another command
+                    if not wait:
+                        raise
+                    log.info("%s; waiting", exc)
+                    time.sleep(WAIT_S)
             for tmp in (job.run_dir / "cache").glob(".images_*.tmp"):  # a killed cache build
                 log.info("removing %s, left by a command that did not finish", tmp)
                 tmp.unlink(missing_ok=True)
@@ -403,7 +422,7 @@ def _train_folds(job: Job, cache: ImageCache, wanted: list[int], force: bool) ->
     result = RunResult(job.run_dir, False, [], [])
     splits = build_splits(job.table, job.folds.n_folds)
     for k in wanted:
-        with locks.locked(job.run_dir / locks.fold_lock(k), f"run {job.run} fold {k}"):
+        with hold(job.run_dir / fold_lock(k), f"run {job.run} fold {k}"):
             if not force and shards.finished(job.run_dir, k, job.hash):
                 log.info("fold %d: already finished with this config, skipped", k)
                 result.skipped.append(k)

@@ -15,7 +15,7 @@ from imagedata import make_mask_data
 from typer.testing import CliRunner
 
 import base_models.runner as runner
-from base_models import locks, train
+from base_models import train
 from base_models.cli import app
 from stackkit.contract.errors import StackkitError
 from stackkit.data.layouts import folds_for_data
@@ -57,11 +57,11 @@ def test_a_bad_name_is_refused_before_anything_is_written(tmp_path, data, art, o
 
 
 def _hold(lock, seconds: float = 60):
-    """Another process holding ``lock`` (via base_models.locks), ready when it printed."""
+    """Another process holding ``lock`` (as the runner takes it), ready when it printed."""
     code = textwrap.dedent(f"""
         import sys, time
-        from base_models import locks
-        with locks.locked({str(lock)!r}, "test"):
+        from stackkit.contract.locks import hold
+        with hold({str(lock)!r}, "test"):
             print("held", flush=True)
             time.sleep({seconds})
     """)
@@ -74,27 +74,27 @@ def _hold(lock, seconds: float = 60):
 
 
 def test_a_second_runner_on_the_same_run_fails_naming_the_holder(data, art):
-    lock = art / "runs" / "test_resnet" / locks.RUN_LOCK
+    lock = art / "runs" / "test_resnet" / runner.RUN_LOCK
     proc = _hold(lock)
     try:
         with pytest.raises(
-            StackkitError, match=rf"run test_resnet is in use by pid {proc.pid} on "
+            StackkitError, match=rf"run test_resnet is being written by process {proc.pid} of "
         ) as e:
             train(data=data, artifacts=art, **FAST)
-        assert "\n" not in str(e.value) and "wait for it or stop it" in str(e.value)
+        assert "\n" not in str(e.value) and f"lock file {lock}" in str(e.value)
         assert sorted(p.name for p in lock.parent.iterdir()) == [".lock", ".lock.holder"]
     finally:
         proc.send_signal(signal.SIGKILL)  # a holder that dies: the OS releases its lock
         proc.wait()
     result = train(data=data, artifacts=art, **FAST)
-    assert result.complete and not (lock.parent / ".lock.holder").exists()
+    assert result.complete and not lock.exists() and not (lock.parent / ".lock.holder").exists()
 
 
 def test_a_fold_job_on_a_fold_being_trained_fails(data, art):
-    proc = _hold(art / "runs" / "test_resnet" / locks.fold_lock(1))
+    proc = _hold(art / "runs" / "test_resnet" / runner.fold_lock(1))
     try:
         with pytest.raises(
-            StackkitError, match=rf"run test_resnet fold 1 is in use by pid {proc.pid}"
+            StackkitError, match=rf"run test_resnet fold 1 is being written by process {proc.pid} "
         ):
             runner.run_fold(data=data, fold=1, artifacts=art, **FAST)
         res = runner.run_fold(data=data, fold=0, artifacts=art, **FAST)  # another fold: fine

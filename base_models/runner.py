@@ -51,6 +51,7 @@ from base_models.data import (
 from base_models.images import ImageCache, build_cache, scale_size
 from base_models.loop import Scored, fit, predict
 from base_models.model import create, load_pretrained
+from base_models.predict import save_fold_model
 from base_models.splits import ImageTable, Split, build_splits, image_table, inner_slice
 from stackkit import metrics
 from stackkit.contract import schema
@@ -460,7 +461,9 @@ def _run_fold(job: Job, split: Split, cache) -> None:
         "selected_on": sorted(t.ids[inner].tolist()),
     }  # fmt: skip
     oof_df, test_df = _frame(t.ids[oof_pos], k, oof), _frame(t.ids[t.test_positions], k, test)
-    shards.write_shard(job.run_dir, k, oof_df, test_df, record)
+    save_fold_model(job.run_dir / "models", k, net, model=job.model, dcfg=job.dcfg,
+                    classes=job.folds.classes, n_folds=job.folds.n_folds)  # fmt: skip
+    shards.write_shard(job.run_dir, k, oof_df, test_df, record)  # the commit, after the model
     how = (
         "the last (fixed schedule)"
         if chosen.selection == "fixed"

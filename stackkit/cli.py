@@ -453,6 +453,50 @@ def demo_data_cmd(
     )
 
 
+# --- stackkit predict ------------------------------------------------------------------------
+@app.command("predict")
+@expected_errors
+def predict_cmd(
+    ensemble: Annotated[str, typer.Option("--ensemble", help="Ensemble to predict with.")],
+    data: Annotated[
+        Path,
+        typer.Option(
+            "--data", help="The mask layout's eval/ (or DATA), a folder with test.csv, or images."
+        ),
+    ],
+    out: Annotated[
+        Optional[Path],  # noqa: UP045
+        typer.Option(
+            "--out",
+            help="Submission CSV (the probabilities go beside it as .parquet); default "
+            "<artifacts>/predictions/<ensemble>/submission.csv.",
+            show_default=False,
+        ),
+    ] = None,
+    skip_bad_images: Annotated[
+        bool, typer.Option("--skip-bad-images", help="Leave undecodable images out.")
+    ] = False,
+    device: Annotated[
+        Optional[str],  # noqa: UP045
+        typer.Option("--device", help="cpu or cuda (default: cuda when present)."),
+    ] = None,
+    batch_size: Annotated[
+        Optional[int],  # noqa: UP045
+        typer.Option("--batch-size", help="Images per batch (default 64)."),
+    ] = None,
+    artifacts: ArtifactsOpt = None,
+) -> None:
+    """Predict new images with a fitted ensemble: every run's saved fold models, then its meta
+    learner (a hidden test set, a second eval batch)."""
+    from stackkit.contract.store import Store
+    from stackkit.predict import predict_images
+
+    res = predict_images(Store(artifacts), ensemble, data, out, skip_bad_images=skip_bad_images,
+                         device=device, batch_size=batch_size)  # fmt: skip
+    skipped = f" (skipped {len(res.skipped)} undecodable)" if res.skipped else ""
+    print(f"predicted {res.n_images} images{skipped}: {res.submission_path}, {res.proba_path}")
+
+
 def main() -> None:
     app()
 

@@ -1,0 +1,178 @@
+"""A run's fold models, kept for new images: saved as safetensors beside the run, rebuilt with
+timm, and run with the run's own preprocessing and TTA.
+
+    runs/<run>/models/fold_<k>.safetensors   fold k's final weights (tensors only, no pickle)
+    runs/<run>/models/model.json             what rebuilds model and preprocessing (MODEL_FILE)
+
+The runner calls :func:`save_fold_model` after each fold. :func:`predict_run` is what
+``stackkit predict`` calls for every ``timm`` run (registered under the entry-point group
+``stackkit.predictors`` in pyproject.toml; stackkit never imports this package): it decodes the
+images once, exactly as the runner's image cache does (cover-resize to the evaluation scale size,
+centre crop), then feeds them through each fold model with timm's evaluation transform and the
+runner's TTA (``loop.predict``).
+
+    >>> logits, bad = predict_run(Path("artifacts/runs/effnet/models"), ["a.jpg", "b.jpg"])
+    >>> logits.shape   # (K folds, 2 images, C classes)
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+from tqdm.auto import tqdm
+
+import stackkit
+from base_models.config import TTA_VIEWS
+from base_models.data import Normalizer, eval_transform
+from base_models.images import DECODE_ERRORS, decode, scale_size
+from base_models.loop import predict
+from base_models.model import create
+from stackkit.contract.errors import StackkitError
+from stackkit.contract.store import atomic_path, read_json, write_json
+
+log = logging.getLogger(__name__)
+
+MODEL_FILE = "model.json"
+FORMAT = "stackkit-run-models/1"
+CHUNK = 512  # images decoded at a time: every fold model predicts a chunk before the next
+DEFAULT_BATCH = 64
+
+
+def fold_file(k: int) -> str:
+    return f"fold_{k}.safetensors"
+
+
+def save_fold_model(folder: Path, fold: int, net: torch.nn.Module, *, model: str, dcfg: dict,
+                    classes, n_folds: int) -> None:  # fmt: skip
+    """Write fold ``fold``'s weights and the run's ``model.json`` (each to a temporary name,
+    then renamed): the timm name, head, classes, input size, timm's resolved data config, the size
+    images are decoded at, the TTA views and the versions."""
+    import timm
+
+    state = {k: v.detach().cpu().clone().contiguous() for k, v in net.state_dict().items()}
+    folder.mkdir(parents=True, exist_ok=True)
+    with atomic_path(folder / fold_file(fold)) as tmp:
+        save_file(state, tmp, metadata={"format": "pt", "model": model, "fold": str(fold)})
+    info = {
+        "format": FORMAT,
+        "framework": "timm",
+        "model": model,
+        "head": net.pretrained_cfg.get("classifier"),
+        "num_classes": len(classes),
+        "classes": list(classes),
+        "n_folds": int(n_folds),
+        "input_size": list(dcfg["input_size"]),
+        "data_config": {k: list(v) if isinstance(v, tuple) else v for k, v in dcfg.items()},
+        "decode_size": list(scale_size(dcfg["input_size"][1:], dcfg["crop_pct"])),
+        "tta": list(TTA_VIEWS),
+        "versions": {
+            "stackkit": stackkit.__version__,
+            "timm": timm.__version__,
+            "torch": torch.__version__,
+        },
+    }
+    write_json(info, folder / MODEL_FILE)
+
+
+def read_model_info(folder: Path) -> dict:
+    info = read_json(folder / MODEL_FILE, str(folder / MODEL_FILE))
+    need = ("model", "num_classes", "n_folds", "data_config", "decode_size", "tta")
+    missing = [k for k in need if not isinstance(info, dict) or k not in info]
+    if missing:
+        raise StackkitError(f"{folder / MODEL_FILE}: missing key(s) {', '.join(missing)}")
+    if list(info["tta"]) != list(TTA_VIEWS):
+        raise StackkitError(f"{folder / MODEL_FILE}: TTA views {info['tta']} are not this "
+                            f"runner's {list(TTA_VIEWS)}")  # fmt: skip
+    return info
+
+
+def load_fold_model(folder: Path, fold: int, info: dict) -> torch.nn.Module:
+    """Fold ``fold``'s model rebuilt from ``model.json`` and its safetensors file (never
+    ``torch.load``); a file whose tensors do not match the model is one StackkitError line."""
+    path = folder / fold_file(fold)
+    if not path.is_file():
+        raise StackkitError(f"{path}: fold model not found ({info['n_folds']} folds expected)")
+    try:
+        state = load_file(path)
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise StackkitError(f"{path}: not a safetensors file ({exc})") from None
+    net = create(info["model"], int(info["num_classes"]))
+    want = net.state_dict()
+    missing = [k for k in want if k not in state]
+    extra = [k for k in state if k not in want]
+    if missing or extra:
+        what = f"lacks tensor {missing[0]!r}" if missing else f"has unknown tensor {extra[0]!r}"
+        raise StackkitError(f"{path}: {what} of model.json's {info['model']} "
+                            f"({len(missing)} missing, {len(extra)} unknown)")  # fmt: skip
+    for k, v in want.items():
+        if tuple(state[k].shape) != tuple(v.shape):
+            raise StackkitError(
+                f"{path}: tensor {k!r} has shape {tuple(state[k].shape)}, model.json's "
+                f"{info['model']} with {info['num_classes']} classes needs {tuple(v.shape)}"
+            )
+    net.load_state_dict(state, strict=True)
+    return net.eval()
+
+
+class _Pixels(torch.utils.data.Dataset):
+    def __init__(self, pixels: np.ndarray, transform):
+        self.pixels, self.transform = pixels, transform
+
+    def __len__(self) -> int:
+        return len(self.pixels)
+
+    def __getitem__(self, i: int):
+        from PIL import Image
+
+        return self.transform(Image.fromarray(self.pixels[i])), 0
+
+
+def predict_run(
+    folder: Path,
+    paths: list[str],
+    *,
+    device: str | None = None,
+    batch_size: int | None = None,
+    skip_bad_images: bool = False,
+) -> tuple[np.ndarray, np.ndarray]:
+    """(K, m, C) float32 logits of every fold model on ``paths`` (TTA as in the run), and the
+    positions of the images that could not be decoded (their logits are 0). Without
+    ``skip_bad_images`` an undecodable image is an error naming it."""
+    folder = Path(folder)
+    info = read_model_info(folder)
+    dcfg = info["data_config"]
+    dcfg = {k: tuple(v) if isinstance(v, list) else v for k, v in dcfg.items()}
+    dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    k_folds, c = int(info["n_folds"]), int(info["num_classes"])
+    nets = [load_fold_model(folder, k, info) for k in range(k_folds)]  # all checked first
+    norm = Normalizer(dcfg, dev)
+    nets = [n.to(dev, memory_format=norm.memory_format) for n in nets]
+    transform = eval_transform(dcfg)
+    size = tuple(info["decode_size"])
+    out = np.zeros((k_folds, len(paths), c), dtype=np.float32)
+    bad: list[int] = []
+    batch = batch_size or DEFAULT_BATCH
+    with tqdm(total=len(paths) * k_folds, desc=f"predict {info['model']}", unit="img",
+              disable=None) as bar:  # fmt: skip
+        for start in range(0, len(paths), CHUNK):
+            idx = range(start, min(start + CHUNK, len(paths)))
+            pixels = np.zeros((len(idx), *size, 3), dtype=np.uint8)
+            for j, i in enumerate(idx):
+                try:
+                    pixels[j] = decode(paths[i], size, dcfg.get("interpolation", "bicubic"))
+                except DECODE_ERRORS as exc:
+                    if not skip_bad_images:
+                        raise StackkitError(f"{paths[i]}: cannot be decoded as an image ({exc}); "
+                                            "pass --skip-bad-images to leave it out") from None  # fmt: skip
+                    bad.append(i)
+            loader = torch.utils.data.DataLoader(_Pixels(pixels, transform), batch_size=batch)
+            for k, net in enumerate(nets):
+                out[k, start : start + len(idx)] = predict(net, loader, norm, tta=True, desc="")
+                bar.update(len(idx))
+    out[:, bad] = 0.0  # as the runner's test logits: a uniform distribution, not a guess
+    return out, np.asarray(bad, dtype=np.int64)

@@ -8,7 +8,10 @@ labels -> ``stackkit fit`` again -> a before/after table scored on the demo's he
 
     python -m base_models.demo --data demo_data --artifacts artifacts
 
-Finished steps are not redone: base runs resume fold by fold, the data is generated once.
+Finished steps are not redone: the data is generated once, base runs resume fold by fold and a
+complete run with the same config (pseudo rows included) is kept as is; the ensembles and the
+pseudo set are rewritten (``--force``), the same ones again since every step is deterministic.
+A failing step prints its own one-line error, then which step it was; no traceback.
 """
 
 from __future__ import annotations
@@ -43,10 +46,16 @@ ROUND2 = "convnext"  # the backbone retrained with pseudo labels
 THRESHOLD = 0.7  # pseudo labels: small demo models are rarely 90% sure (0.9 chose 9 of 1,400)
 
 
+class StepFailed(Exception):
+    """A step's command failed; it has already printed its own one-line error."""
+
+
 def _run(cmd: list[str], title: str) -> float:
     print(f"\n== {title}\n$ {shlex.join(cmd)}", flush=True)
     t0 = time.perf_counter()
-    subprocess.run(cmd, check=True)
+    code = subprocess.run(cmd).returncode
+    if code != 0:
+        raise StepFailed(f"step '{title}' failed (exit code {code}); its error is above")
     return time.perf_counter() - t0
 
 
@@ -159,6 +168,23 @@ def main(argv: list[str] | None = None) -> None:
     print(f"demo finished in {total / 60:.1f} min; artifacts in {artifacts}/")
 
 
-if __name__ == "__main__":
+def cli(argv: list[str] | None = None) -> int:
+    """``main`` with its expected failures as one line on stderr and exit code 1."""
+    from stackkit.contract.errors import StackkitError
+
     np.seterr(all="ignore")
-    main()
+    try:
+        main(argv)
+    except (StepFailed, StackkitError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print(
+            "error: interrupted; run it again to resume (finished steps are kept)", file=sys.stderr
+        )
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(cli())

@@ -79,6 +79,10 @@ RunsOpt = Annotated[
     Optional[str],  # noqa: UP045
     typer.Option("--runs", help="Comma-separated run names (default: every complete run)."),
 ]
+ExcludeOpt = Annotated[
+    Optional[str],  # noqa: UP045
+    typer.Option("--exclude", help="Comma-separated runs to leave out of the default set."),
+]
 
 
 def _check_n_jobs(n_jobs: int | None) -> None:
@@ -167,6 +171,7 @@ def fit_cmd(
         ),
     ] = "auto",
     runs: RunsOpt = None,
+    exclude: ExcludeOpt = None,
     name: Annotated[
         Optional[str],  # noqa: UP045
         typer.Option("--name", help="Ensemble name (default: the --meta value)."),
@@ -216,6 +221,7 @@ def fit_cmd(
         command=sys.argv,
         engine=engine,
         force=force,
+        exclude=split_names(exclude),
     )
     rows = [dict(r.row(), pick="<- picked" if r is res.selected else "") for r in res.candidates]
     print(f"{len(res.runset.names)} runs: {', '.join(res.runset.names)}")
@@ -235,6 +241,7 @@ def fit_cmd(
 @expected_errors
 def leaderboard_cmd(
     runs: RunsOpt = None,
+    exclude: ExcludeOpt = None,
     meta: Annotated[str, typer.Option("--meta", help="Candidates: auto or a comma list.")] = "auto",
     param: ParamOpt = None,
     no_loro: Annotated[
@@ -277,6 +284,7 @@ def leaderboard_cmd(
         loro=not no_loro,
         n_jobs=n_jobs,
         use_cache=not no_cache,
+        exclude=split_names(exclude),
     )
     print("runs (own OOF predictions)")
     loro = f"without it ({board.loro_meta})" if board.loro_meta else "loro"
@@ -298,6 +306,39 @@ def leaderboard_cmd(
     print("meta candidates (cross-validated over the stored folds)")
     rows = [dict(r.row(), pick="<- best" if r is board.best else "") for r in board.candidates]
     print(format_table(rows, CANDIDATE_COLUMNS))
+
+
+@app.command("runs")
+@expected_errors
+def runs_cmd(artifacts: ArtifactsOpt = None) -> None:
+    """Every folder under runs/: complete, folds done of K, made on other folds, or not a run."""
+    from stackkit.contract.inventory import survey
+    from stackkit.contract.store import Store
+    from stackkit.tables import format_table
+
+    store = Store(artifacts)
+    states = survey(store, store.read_folds())
+    if not states:
+        print(f"no runs in {store.root / 'runs'}")
+        return
+    rows = [
+        {"run": s.name, "state": s.state, "folds": s.folds_text, "detail": s.detail,
+         "size": human_size(s.size)}
+        for s in states
+    ]  # fmt: skip
+    columns = [("run", "run", ""), ("state", "state", ""), ("folds", "folds", ""),
+               ("size", "size", ""), ("detail", "", "")]  # fmt: skip
+    print(format_table(rows, columns))
+    usable = sum(s.usable for s in states)
+    print(f"{usable} of {len(states)} run folders are complete runs on folds.parquet")
+
+
+def human_size(n: int) -> str:
+    for unit in ("B", "KB", "MB", "GB"):
+        if n < 1024 or unit == "GB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n:.1f} TB"
 
 
 @app.command("report")

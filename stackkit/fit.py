@@ -26,6 +26,7 @@ import pandas as pd
 from stackkit import __version__, metrics
 from stackkit.contract import schema
 from stackkit.contract.errors import StackkitError
+from stackkit.contract.inventory import choose_runs
 from stackkit.contract.names import check_name
 from stackkit.contract.store import RunSet, Store, atomic_dir, write_json, write_parquet
 from stackkit.cv import stacking
@@ -77,23 +78,6 @@ def default_name(meta: str | list[str]) -> str:
     """The ensemble's name when ``--name`` is not given: the ``--meta`` value, ``lr-rf`` for a list."""
     names = meta.split(",") if isinstance(meta, str) else meta
     return "-".join(m.strip() for m in names if m.strip())
-
-
-def check_run_names(store: Store, runs: list[str] | None) -> list[str] | None:
-    if runs is None:
-        return None
-    if not runs:
-        raise StackkitError("--runs: the run set is empty")
-    for r in runs:
-        store.run_dir(r)  # the name rule, and no link to outside the artifacts folder
-    have = store.run_names()
-    unknown = [r for r in runs if r not in have]
-    if unknown:
-        raise StackkitError(
-            f"--runs: unknown run {unknown[0]!r} in {store.root / 'runs'} "
-            f"(complete runs: {', '.join(have) or 'none'})"
-        )
-    return runs
 
 
 def smallest_training_split(folds) -> int:
@@ -183,8 +167,10 @@ def one_writer(fit):
         resolve_metas(a["meta"])  # a bad --meta is the first thing said
         name = check_name(default_name(a["meta"]) if a["name"] is None else a["name"], "ensemble")
         a["name"] = name
-        check_run_names(a["store"], a["runs"])  # named runs checked before the lock is taken
-        with a["store"].writing(a["store"].ensemble_dir(name), f"ensemble {name!r}", a["force"]):
+        store = a["store"]  # the runs chosen (and those left out said) before the lock is taken
+        a["runs"] = choose_runs(store, store.read_folds(), a["runs"], a["exclude"])
+        a["exclude"] = None
+        with store.writing(store.ensemble_dir(name), f"ensemble {name!r}", a["force"]):
             return fit(*call.args, **call.kwargs)
 
     return wrapper
@@ -204,6 +190,7 @@ def fit_ensemble(
     command: list[str] | None = None,
     engine: str = "local",
     force: bool = False,
+    exclude: list[str] | None = None,
 ) -> FitResult:
     """Fit the ensemble and write ``ensembles/<name>/`` (see module docstring), holding the
     ensemble's lock throughout (``one_writer``); ``force`` replaces an existing one."""
@@ -213,11 +200,11 @@ def fit_ensemble(
     metas = resolve_metas(meta)
     check_engine(engine)
     folds = store.read_folds()
-    runs = check_run_names(store, runs)
+    runs = choose_runs(store, folds, runs, exclude)
     check_params(params, metas, smallest_training_split(folds))  # before any work
     warm = None
     if engine == "local":  # start the worker processes while the runs are read and checked
-        cells = len(folds.frame) * len(runs or store.run_names()) * folds.n_classes
+        cells = len(folds.frame) * len(runs) * folds.n_classes
         warm = warm_local_workers(resolve_n_jobs(n_jobs, cells))
     try:
         runset = store.load_runs(runs, folds)

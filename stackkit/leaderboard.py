@@ -13,11 +13,12 @@ import logging
 from dataclasses import dataclass
 
 from stackkit import metrics
+from stackkit.contract.inventory import choose_runs
 from stackkit.contract.store import RunSet, Store
 from stackkit.cv.blend import BLEND
 from stackkit.cv.result import CVResult
 from stackkit.cv.stacking import choose
-from stackkit.fit import check_run_names, cross_validate, resolve_metas, smallest_training_split
+from stackkit.fit import cross_validate, resolve_metas, smallest_training_split
 
 log = logging.getLogger(__name__)
 
@@ -57,13 +58,14 @@ def leaderboard(
     loro: bool = True,
     n_jobs: int | None = None,
     use_cache: bool = True,
+    exclude: list[str] | None = None,
 ) -> Leaderboard:
     from stackkit.meta.registry import check_params
 
     metas = resolve_metas(meta)
     folds = store.read_folds()
     check_params(params, metas, smallest_training_split(folds))  # before any work
-    runset = store.load_runs(check_run_names(store, runs), folds)
+    runset = store.load_runs(choose_runs(store, folds, runs, exclude), folds)
     rows = run_scores(runset)
     candidates = cross_validate(runset, metas, params, n_jobs, use_cache)
     best = choose(candidates)

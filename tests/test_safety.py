@@ -4,6 +4,7 @@ line, with nothing written, replaced or deleted anywhere."""
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -387,3 +388,145 @@ def test_the_lock_admits_one_holder_and_leaves_nothing(tmp_path):
     assert [p.returncode for p in procs] == [0, 0, 0], outs
     assert sum(int(o) for o in outs) > 0
     assert not inside.exists() and list(lock.parent.iterdir()) == []  # no lock, no note left
+
+
+# --------------------------------------------------------------------------------------------
+# reruns
+
+
+def test_the_same_rows_give_the_same_pseudo_set_hash(world):
+    from stackkit.pseudo import pseudo_label
+
+    store = Store(world / "artifacts")
+    first = store.read_pseudo("ens", store.read_folds())[1]
+    again = pseudo_label(store, "ens", threshold=0.2, force=True)
+    assert again.meta["rows_hash"] == first["rows_hash"]
+    assert again.meta["ensemble_hash"] == first["ensemble_hash"]
+
+
+def test_a_failing_demo_step_is_one_line_not_a_traceback(tmp_path):
+    data = tmp_path / "data"
+    (data / "train").mkdir(parents=True)
+    (data / "train" / "train.csv").write_text("id,gender,race,age,path\n")  # no people at all
+    res = subprocess.run(
+        [PY, "-m", "base_models.demo", "--data", str(data), "--artifacts", str(tmp_path / "a")],
+        env=_env(), capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert res.returncode == 1
+    assert "Traceback" not in res.stderr + res.stdout
+    errors = [line for line in res.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 2, res.stderr  # the step's own line, then which step it was
+    assert errors[1] == (
+        "error: step 'one fold assignment' failed (exit code 1); its error is above"
+    )
+
+
+@pytest.mark.slow
+def test_the_demo_twice_in_a_row_retrains_nothing(tmp_path, monkeypatch, capfd):
+    """The whole demo loop, shrunk (30 people, two tiny backbones, one epoch), run twice."""
+    from base_models import demo
+
+    monkeypatch.setattr(demo, "PEOPLE", 30)
+    monkeypatch.setattr(demo, "EVAL_PEOPLE", 10)
+    monkeypatch.setattr(demo, "RUNS", [("a", "test_resnet", "32x24", 1, []),
+                                       ("b", "test_efficientnet", "32x24", 1, [])])  # fmt: skip
+    monkeypatch.setattr(demo, "ROUND2", "a")
+    monkeypatch.setattr(demo, "THRESHOLD", 0.05)
+    monkeypatch.setenv("PYTHONPATH", _env()["PYTHONPATH"])
+    monkeypatch.setenv("STACKKIT_CACHE", str(tmp_path / "cache"))
+    args = ["--data", str(tmp_path / "data"), "--artifacts", str(tmp_path / "art")]
+    assert demo.cli(args) == 0, capfd.readouterr().err
+    runs = tmp_path / "art" / "runs"
+    trained = {str(p): p.stat().st_mtime_ns for p in runs.rglob("*") if p.is_file()}
+    assert {p.name for p in runs.iterdir()} == {"a", "b", "a_r2"}
+    capfd.readouterr()
+    assert demo.cli(args) == 0, capfd.readouterr().err
+    out = capfd.readouterr()
+    assert "Traceback" not in out.out + out.err and "before / after" in out.out
+    again = {str(p): p.stat().st_mtime_ns for p in runs.rglob("*") if p.is_file()}
+    assert again == trained  # no run, no shard rewritten: nothing retrained
+
+
+# --------------------------------------------------------------------------------------------
+# runs that would disappear
+
+
+def _edit_run(art: Path, src: str, dst: str, **changes) -> None:
+    shutil.copytree(art / "runs" / src, art / "runs" / dst)
+    info = json.loads((art / "runs" / dst / "run.json").read_text())
+    info.update(changes, run=dst)
+    (art / "runs" / dst / "run.json").write_text(json.dumps(info))
+
+
+@pytest.fixture
+def crowd(world):
+    """Besides run00-02: a partial run, one made on other folds, an imported one, a round-2 one,
+    a folder with a bad name and a link to outside."""
+    art = world / "artifacts"
+    shutil.copytree(art / "runs" / "run00", art / "runs" / "partial")
+    (art / "runs" / "partial" / "run.json").unlink()
+    (art / "runs" / "partial" / "shards").mkdir()
+    for k in (0, 3):
+        (art / "runs" / "partial" / "shards" / f"fold_{k}.json").write_text("{}")
+    _edit_run(art, "run01", "otherfolds", folds_hash="0" * 64)
+    _edit_run(art, "run00", "ext", config={"imported_from": {"oof": "o.parquet", "kind": "proba"}})
+    _edit_run(art, "run02", "r2", pseudo={"name": "ens", "n_rows": 3})
+    (art / "runs" / "a b").mkdir()
+    (art / "runs" / "evil").symlink_to(world / "outside")
+    return world
+
+
+def test_runs_lists_every_folder_with_its_state(crowd):
+    res = invoke(crowd, ["runs"])
+    assert res.exit_code == 0, res.output
+    lines = {line.split()[0]: line for line in res.output.splitlines()[2:] if line.strip()}
+    assert "complete" in lines["run00"] and "5 of 5" in lines["run00"]
+    assert "partial" in lines["partial"] and "2 of 5 folds done" in lines["partial"]
+    assert "other folds" in lines["otherfolds"] and "folds_hash 000000000000" in lines["otherfolds"]
+    assert "imported (proba from o.parquet)" in lines["ext"]
+    assert "round 2 of pseudo set 'ens'" in lines["r2"]
+    assert "outside the artifacts folder" in lines["evil"]
+    assert any("breaks the name rule" in v for v in lines.values())
+    assert " KB" in lines["run00"]
+    assert "5 of 9 run folders are complete runs" in res.output
+
+
+def test_fit_says_which_runs_it_leaves_out_and_why(crowd):
+    res = invoke(crowd, ["fit", "--meta", "vote", "--name", "all", "--n-jobs", "1"])
+    assert res.exit_code == 0, res.output
+    assert "leaving out run 'partial': incomplete (2 of 5 folds done)" in res.output
+    assert "leaving out run 'otherfolds': made on another fold assignment" in res.output
+    assert "leaving out run 'evil': not a run" in res.output
+    ens = json.loads((crowd / "artifacts" / "ensembles" / "all" / "ensemble.json").read_text())
+    assert [r["run"] for r in ens["inputs"]["runs"]] == ["ext", "r2", "run00", "run01", "run02"]
+
+
+def test_exclude_leaves_runs_out(crowd):
+    args = ["fit", "--meta", "vote", "--name", "few", "--n-jobs", "1", "--exclude", "ext,r2"]
+    assert invoke(crowd, args).exit_code == 0
+    ens = json.loads((crowd / "artifacts" / "ensembles" / "few" / "ensemble.json").read_text())
+    assert [r["run"] for r in ens["inputs"]["runs"]] == ["run00", "run01", "run02"]
+    res = invoke(crowd, ["leaderboard", "--meta", "vote", "--no-loro", "--exclude", "run00,ext"])
+    assert res.exit_code == 0, res.output
+    table = res.output.split("meta candidates")[0]
+    assert "run00" not in table.split("runs (own OOF predictions)")[1] and "run01" in table
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--runs", "partial"], "--runs: run 'partial' is incomplete (2 of 5 folds done)"),
+        (["--runs", "run00,otherfolds"], "run 'otherfolds' is made on another fold assignment"),
+        (["--runs", "nope"], "--runs: unknown run 'nope'"),
+        (["--exclude", "nope"], "--exclude: no run 'nope'"),
+        (["--exclude", "../x"], "run name '../x' is not allowed"),
+        (["--exclude", "run00,run01,run02,ext,r2"], "no runs to use once --exclude is applied"),
+    ],
+)
+@pytest.mark.parametrize("command", ["fit", "leaderboard"])
+def test_a_run_that_cannot_be_used_is_named_with_the_reason(crowd, command, args, message):
+    before = snapshot(crowd)
+    res = invoke(crowd, [command, "--meta", "vote", *args])
+    assert res.exit_code == 1
+    assert message in res.output.strip().splitlines()[-1]
+    assert snapshot(crowd) == before

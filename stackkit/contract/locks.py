@@ -97,9 +97,9 @@ def _acquire(path: Path, what: str, note: Path) -> FileLock:
         raise _Replaced
 
     for _ in range(100):
-        path.parent.mkdir(parents=True, exist_ok=True)
         lock = FileLock(path, timeout=0, on_acquired=same_file)
         try:
+            path.parent.mkdir(parents=True, exist_ok=True)
             lock.acquire()
             return lock
         except Timeout:
@@ -107,7 +107,8 @@ def _acquire(path: Path, what: str, note: Path) -> FileLock:
                 f"{what} is being written by {describe(_read(note))}; lock file {path}. Wait for "
                 "it to finish (the lock goes when that process ends, however it ends)"
             ) from None
-        except (_Replaced, FileNotFoundError):  # its holder just released it: try the new one
+        except (_Replaced, FileNotFoundError, FileExistsError):  # its holder just released it
+            # (and maybe removed its folder, made anew meanwhile): try again on the new one
             continue
     raise StackkitError(f"{what}: lock file {path} keeps changing; is something deleting it?")
 

@@ -141,7 +141,11 @@ CASES = [
     (extra_ids, [], ["run 'run01'", "oof.parquet", "row 840", "'stranger/img0'", "not in folds"]),
     (duplicate_ids, [], ["run 'run01'", "oof.parquet", "row 840", "duplicate sample_id"]),
     (wrong_fold, [], ["run 'run01'", "oof.parquet", "row 7", "disagrees with folds.parquet"]),
-    (hash_mismatch, [], ["run 'run01'", "run.json", "folds_hash", "does not match"]),
+    (
+        hash_mismatch,
+        ["--runs", "run00,run01"],
+        ["run 'run01'", "run.json", "folds_hash", "does not match"],
+    ),
     (class_count, [], ["run 'run01'", "run.json", "17 classes", "18"]),
     (extra_logit, [], ["run 'run01'", "oof.parquet", "logit", "18 classes"]),
     (class_names, [], ["run 'run01'", "run.json", "class 2", "'renamed'"]),

@@ -97,8 +97,8 @@ def _state(store: Store, path: Path, folds: schema.Folds) -> RunState:
     model = info.get("model") if isinstance(info.get("model"), str) else None
     made_on = info.get("folds_hash")
     if made_on != folds.hash:
-        return state(OTHER_FOLDS, f"folds_hash {str(made_on)[:12]}…, folds.parquet has "
-                                  f"{folds.hash[:12]}…", model=model)  # fmt: skip
+        return state(OTHER_FOLDS, f"{schema.RUN_FILE} folds_hash {str(made_on)[:12]}… does not "
+                                  f"match folds.parquet's {folds.hash[:12]}…", model=model)  # fmt: skip
     return state(COMPLETE, _origin(info), model=model)
 
 

@@ -224,9 +224,16 @@ def fit_cmd(
         exclude=split_names(exclude),
     )
     rows = [dict(r.row(), pick="<- picked" if r is res.selected else "") for r in res.candidates]
+    print(
+        f"honest estimate of this procedure on new samples: macro-F1 "
+        f"{res.estimate.macro_f1:.4f} (each fold's choice, blend weights and bias offsets made "
+        "without that fold)"
+    )
     print(f"{len(res.runset.names)} runs: {', '.join(res.runset.names)}")
     print(format_table(rows, CANDIDATE_COLUMNS))
     line = f"picked {res.selected.meta}: CV macro-F1 {res.selected.scores['macro_f1']:.4f}"
+    if len(res.candidates) > 1:
+        line += f" (the best of {len(res.candidates)} on the same rows: optimistic by selection)"
     if res.bias_offsets is not None:
         line += f", after bias tuning {res.final_scores['macro_f1']:.4f}"
     elif res.bias_cv_macro_f1 is not None:
@@ -234,6 +241,8 @@ def fit_cmd(
     if res.nested_macro_f1 is not None:
         line += f"; nested estimate of the whole procedure {res.nested_macro_f1:.4f}"
     print(line)
+    if res.note:
+        print(res.note)
     print(f"wrote {res.path}")
 
 
@@ -306,6 +315,12 @@ def leaderboard_cmd(
     print("meta candidates (cross-validated over the stored folds)")
     rows = [dict(r.row(), pick="<- best" if r is board.best else "") for r in board.candidates]
     print(format_table(rows, CANDIDATE_COLUMNS))
+    if len(board.candidates) > 1:
+        print(
+            f"an ensemble fitted on these candidates: honest estimate {board.estimate.macro_f1:.4f}"
+            f" (the best CV score, {board.best.scores['macro_f1']:.4f}, is optimistic by "
+            "selection)"
+        )
 
 
 @app.command("runs")

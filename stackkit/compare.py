@@ -4,6 +4,13 @@ Both predictions are scored on the same resampled people: each replicate draws t
 folds.parquet (people) with replacement, and macro-F1 of A and of B is recomputed on the whole
 resampled vector. The interval is the 2.5 and 97.5 percentiles of the replicate differences.
 
+An ensemble enters with the predictions behind its honest estimate
+(``estimate_oof_proba.parquet``: each fold predicted by the choice made without it), never the
+pick's own CV predictions: those won a selection on these very rows, and the bootstrap, which
+assumes nothing was chosen, would call that luck significant (on pure-noise runs it did, in 2 of
+9 fits). An ensemble written before the estimate existed falls back to ``oof_proba.parquet``, and
+the sentence says so.
+
 Resampling is vectorised: a replicate is a vector of group counts, and per-class true positives,
 predicted and true totals are count-weighted sums of per-group tallies, so each replicate costs
 one small matrix product instead of a Python loop over groups.
@@ -25,6 +32,7 @@ from stackkit.contract import schema
 from stackkit.contract.errors import StackkitError
 from stackkit.contract.names import check_name
 from stackkit.contract.store import Store, read_parquet
+from stackkit.cv.estimate import ESTIMATE_FILE
 
 log = logging.getLogger(__name__)
 
@@ -45,14 +53,16 @@ class Comparison:
     n_boot: int
     n_groups: int
     sentence: str
+    notes: tuple[str, ...] = ()  # what each ensemble's predictions are (said after the sentence)
 
 
 # --------------------------------------------------------------------------------------------
 # what to compare: an ensemble's oof_proba.parquet or a run's OOF softmax
 
 
-def oof_proba(store: Store, name: str, folds: schema.Folds) -> np.ndarray:
-    """OOF probabilities of ``name`` in folds.parquet row order.
+def oof_proba(store: Store, name: str, folds: schema.Folds) -> tuple[np.ndarray, str | None]:
+    """OOF probabilities of ``name`` in folds.parquet row order, and for an ensemble a note
+    saying which predictions they are (see module docstring).
 
     ``name`` is an ensemble in ensembles/ or a run in runs/; ``ensembles/NAME`` or ``runs/NAME``
     picks one where both exist.
@@ -64,10 +74,16 @@ def oof_proba(store: Store, name: str, folds: schema.Folds) -> np.ndarray:
     is_ens = (store.ensemble_dir(bare) / "oof_proba.parquet").is_file()
     is_run = bare in store.run_names()
     if kind == "ensembles" or (not kind and is_ens and not is_run):
-        return ensemble_oof(store, bare, folds)
+        if (store.ensemble_dir(bare) / ESTIMATE_FILE).is_file():
+            note = (f"{name} enters with the predictions behind its honest estimate "
+                    f"({ESTIMATE_FILE}), not its pick's own CV predictions.")  # fmt: skip
+            return ensemble_oof(store, bare, folds, ESTIMATE_FILE), note
+        note = (f"{name} predates the honest estimate: its oof_proba.parquet won a selection on "
+                "these rows, so it looks better than it is; refit it to compare honestly.")  # fmt: skip
+        return ensemble_oof(store, bare, folds), note
     if kind == "runs" or (not kind and is_run and not is_ens):
         runset = store.load_runs([bare], folds)
-        return metrics.softmax(runset.oof[0])
+        return metrics.softmax(runset.oof[0]), None
     if is_ens and is_run:
         raise StackkitError(
             f"{name!r} is both an ensemble and a run: say ensembles/{bare} or runs/{bare}"
@@ -78,8 +94,10 @@ def oof_proba(store: Store, name: str, folds: schema.Folds) -> np.ndarray:
     )
 
 
-def ensemble_oof(store: Store, name: str, folds: schema.Folds) -> np.ndarray:
-    path = store.ensemble_dir(name) / "oof_proba.parquet"
+def ensemble_oof(
+    store: Store, name: str, folds: schema.Folds, file: str = "oof_proba.parquet"
+) -> np.ndarray:
+    path = store.ensemble_dir(name) / file
     where = f"ensemble {name!r}: {store.rel(path)}"
     df, _ = read_parquet(path, where)
     df = schema.validate_proba(df, folds.n_classes, where)
@@ -188,8 +206,10 @@ def compare(store: Store, a: str, b: str, n_boot: int = N_BOOT, seed: int = 0) -
     if n_boot < 100:
         raise StackkitError(f"n_boot: at least 100 resamples are needed, got {n_boot}")
     folds = store.read_folds()
-    pa, pb = oof_proba(store, a, folds), oof_proba(store, b, folds)
+    (pa, na), (pb, nb) = oof_proba(store, a, folds), oof_proba(store, b, folds)
     groups = folds.frame["group"].to_numpy(dtype=object)
     res = compare_arrays(folds.labels, pa, pb, groups, a, b, n_boot, seed)
+    res.notes = tuple(n for n in (na, nb) if n)
+    res.sentence = " ".join([res.sentence, *res.notes])
     log.debug("%s", res.sentence)
     return res

@@ -4,10 +4,12 @@
     >>> res.selected.meta, res.selected.scores["macro_f1"]
 
 Steps: load and validate the runs; cross-validate every candidate over the stored folds (meta
-predictions for fold k come from a learner fitted on the other folds); pick the best CV macro-F1
-(ties to the simpler); optionally tune per-class offsets inside the same CV; optionally estimate
-the whole procedure with nested CV; refit the pick on all OOF rows; predict the test set from the
-runs' fold-averaged test probabilities; write ``ensembles/<name>/`` whole or not at all.
+predictions for fold k come from a learner fitted on the other folds; with ``auto`` each run is a
+candidate too, ``run:<name>``); pick the best CV macro-F1 (ties to the simpler); optionally tune
+per-class offsets inside the same CV; estimate the whole procedure honestly (each fold's choice,
+blend weights and bias decision redone without it: ``stackkit.cv.estimate``; optionally also with
+nested CV); refit the pick on all OOF rows; predict the test set from the runs' fold-averaged
+test probabilities; write ``ensembles/<name>/`` whole or not at all.
 """
 
 from __future__ import annotations
@@ -31,8 +33,10 @@ from stackkit.contract.names import check_name
 from stackkit.contract.store import RunSet, Store, atomic_dir, write_json, write_parquet
 from stackkit.cv import stacking
 from stackkit.cv.blend import BLEND, Blend, cross_val_blend
-from stackkit.cv.cache import inputs_key, memory
+from stackkit.cv.cache import CVCache, entry_key, inputs_key
 from stackkit.cv.engine import check_engine, parallel_backend, warm_local_workers
+from stackkit.cv.estimate import ESTIMATE_FILE, Estimate, below_best_run, estimate
+from stackkit.cv.runs import RUNS, is_run, run_candidates, run_learner, run_test_proba
 
 log = logging.getLogger(__name__)
 
@@ -52,24 +56,35 @@ class FitResult:
     bias_offsets: np.ndarray | None
     summary: dict
     bias_cv_macro_f1: float | None = None  # CV macro-F1 with in-CV offsets, applied or not
+    estimate: Estimate | None = None  # the honest estimate of the whole procedure
+    runs: list[stacking.CVResult] | None = None  # each run's own OOF scores, candidates or not
+    fold_offsets: np.ndarray | None = None  # (K, C) bias offsets fitted without each fold
     learner: object | None = None  # the refitted pick, saved to model/ (stackkit.predict)
+
+    @property
+    def note(self) -> str | None:
+        """One sentence when the estimate is below the best single run's OOF macro-F1."""
+        return below_best_run(self.estimate.macro_f1, self.runs or [])
 
 
 def resolve_metas(meta: str | list[str]) -> list[str]:
-    """``"auto"`` -> all seven learners in simplicity order, then ``blend`` (the level-2 mix of
-    them, stackkit.cv.blend); ``blend`` alone -> the same; else the listed names, each checked
-    (``blend`` beside others mixes those)."""
+    """``"auto"`` -> all seven learners in simplicity order, every run as a candidate (``runs``),
+    then ``blend`` (the level-2 mix of them all, stackkit.cv.blend); ``blend`` alone -> the same;
+    else the listed names, each checked (``blend`` beside others mixes those; ``runs`` adds the
+    runs; a ``run:<name>`` stands for ``runs``)."""
     from stackkit.meta.defaults import SIMPLICITY
 
     names = [m.strip() for m in (meta.split(",") if isinstance(meta, str) else meta) if m.strip()]
     if not names:
         raise StackkitError("--meta: no meta learner named")
     if names in (["auto"], [BLEND]):
-        return [*SIMPLICITY, BLEND]
-    unknown = [m for m in names if m not in schema.META_NAMES]
+        return [*SIMPLICITY, RUNS, BLEND]
+    names = [RUNS if is_run(m) else m for m in names]
+    unknown = [m for m in names if m not in (*schema.META_NAMES, RUNS)]
     if unknown:
         raise StackkitError(
-            f"--meta: unknown meta learner {unknown[0]!r} (known: auto, {', '.join(schema.META_NAMES)})"
+            f"--meta: unknown meta learner {unknown[0]!r} "
+            f"(known: auto, {', '.join(schema.META_NAMES)}, runs)"
         )
     return list(dict.fromkeys(names))
 
@@ -115,43 +130,30 @@ def cross_validate(
     learners computed here are refitted on all rows in the same pool (``CVResult.refit``)."""
     from tqdm.auto import tqdm
 
-    blend = BLEND in metas
-    metas = [m for m in metas if m != BLEND]
+    blend, with_runs = BLEND in metas, RUNS in metas
+    metas = [m for m in metas if m not in (BLEND, RUNS)]
 
     X = stacking.features(runset)
     n_jobs = resolve_n_jobs(n_jobs, X)
     y, f, c = runset.folds.labels, runset.folds.fold_ids, runset.folds.n_classes
-    ignore = ["X", "y", "fold_ids", "n_jobs", "engine", "computed"]  # none changes a result
-    cached = memory(use_cache).cache(_cv_cached, ignore=ignore)
-    key = inputs_key(runset)
-    p = {m: {m: (params or {}).get(m) or {}} for m in metas}
-    args = {m: (key, m, p[m], X, y, f, c, n_jobs, engine) for m in metas}
-    todo = [m for m in metas if not (use_cache and cached.check_call_in_cache(*args[m]))]
-    computed = {}
+    cache = CVCache(use_cache)
+    inputs = inputs_key(runset)
+    keys = {m: entry_key(inputs, m, {m: (params or {}).get(m) or {}}) for m in metas}
+    found = {m: cache.get(keys[m], len(y), c) for m in metas}
+    todo = [m for m in metas if found[m] is None]
     if todo:
         n_fits = len(todo) * (len(np.unique(f)) + (X_test is not None))
         with tqdm(total=n_fits, desc="meta CV", unit="fit", disable=None, leave=False) as bar:
             res = stacking.cross_val_many(todo, X, y, f, c, params, n_jobs, engine,
                                           progress=lambda _tag: bar.update(), X_test=X_test)  # fmt: skip
-        computed = dict(zip(todo, res))
-    # a computed result enters the cache through the cached call itself (it returns it as is);
-    # the refitted learners stay out of the cache
-    out = []
-    for m in metas:
-        kept = computed.get(m)
-        r = cached(*args[m], computed=None if kept is None else replace(kept, refit=None))
-        out.append(r if kept is None else replace(r, refit=kept.refit))
+        for m, r in zip(todo, res):
+            cache.put(keys[m], replace(r, refit=None))  # the refitted learners stay out
+            found[m] = r
+    out = [found[m] for m in metas] + (run_candidates(runset) if with_runs else [])
     if blend:  # keyed by the candidates it mixes and their parameters
-        bargs = (key, BLEND, {BLEND: {m: p[m][m] for m in metas}}, X, y, f, c, n_jobs, engine)
-        done = use_cache and cached.check_call_in_cache(*bargs)
-        out.append(cached(*bargs, computed=None if done else cross_val_blend(out, y, f, c)))
+        bkey = entry_key(inputs, BLEND, {BLEND: {r.meta: r.params for r in out}})
+        out.append(cache.get_or_compute(bkey, len(y), c, lambda: cross_val_blend(out, y, f, c)))
     return out
-
-
-def _cv_cached(key, meta, params, X, y, fold_ids, n_classes, n_jobs, engine="local", computed=None):
-    if computed is not None:
-        return computed
-    return stacking.cross_val_meta(meta, X, y, fold_ids, n_classes, params, n_jobs, engine)
 
 
 def one_writer(fit):
@@ -215,15 +217,19 @@ def fit_ensemble(
 
     # the refits on all rows join the CV pool when they will be needed whatever the pick: one
     # learner, or a blend (which mixes most of them); else the pick alone is refitted afterwards
-    learners = [m for m in metas if m != BLEND]
-    prefit = len(learners) == 1 or BLEND in metas
+    learners = [m for m in metas if m not in (BLEND, RUNS)]
+    prefit = len(learners) == 1 or (BLEND in metas and len(learners) > 0)
     X_test = stacking.test_features(runset) if prefit else None
     candidates = cross_validate(runset, metas, params, n_jobs, use_cache, engine, X_test)
     selected = stacking.choose(candidates)
     log.info("selected %s (CV macro-F1 %.4f)", selected.meta, selected.scores["macro_f1"])
+    honest = estimate(candidates, y, f, c, tune_bias)
+    written = as_written(honest.proba)  # scored as estimate_oof_proba.parquet holds it
+    honest = replace(honest, proba=written, macro_f1=metrics.macro_f1(y, written.argmax(1), c))
+    run_rows = [r for r in candidates if is_run(r.meta)] or run_candidates(runset)
 
     oof_proba, offsets = selected.oof_proba, None
-    bias_cv_macro_f1 = None
+    bias_cv_macro_f1 = fold_offsets = None
     if tune_bias:
         decision = decide_bias(selected.oof_proba, y, f)
         oof_proba, offsets, bias_cv_macro_f1 = (
@@ -231,17 +237,20 @@ def fit_ensemble(
             decision.offsets,
             decision.cv_macro_f1,
         )
+        fold_offsets = decision.fold_offsets if offsets is not None else None
         if offsets is None:  # offsets fitted on other folds did not carry over
             log.warning("bias tuning lowered the CV macro-F1 (%.4f -> %.4f): not applied",
                         selected.scores["macro_f1"], bias_cv_macro_f1)  # fmt: skip
+    oof_proba = as_written(oof_proba)  # scored as oof_proba.parquet holds it (float32)
     final_scores = metrics.scores(y, oof_proba, f)
 
     nested_f1 = picks = None
     if nested:
         X = stacking.features(runset)
-        nested_proba, picks = stacking.nested_cv(
-            metas, X, y, f, c, params, tune_bias, resolve_n_jobs(n_jobs, X), engine=engine
-        )
+        run_names = runset.names if RUNS in metas else None
+        nested_proba, picks = stacking.nested_cv(metas, X, y, f, c, params, tune_bias,
+                                                 resolve_n_jobs(n_jobs, X), engine=engine,
+                                                 run_names=run_names)  # fmt: skip
         nested_f1 = metrics.macro_f1(y, nested_proba.argmax(1), c)
 
     est, test_proba = refit(selected.meta, candidates, runset, params, n_jobs, X_test)
@@ -263,16 +272,29 @@ def fit_ensemble(
         offsets,
         summary,
         bias_cv_macro_f1,
+        honest,
+        run_rows,
+        fold_offsets,
     )
     res.learner = est
+    if res.note:
+        log.warning("%s", res.note)
     write_ensemble(store, res, params, command)
     return res
+
+
+def as_written(proba: np.ndarray) -> np.ndarray:
+    """``proba`` as a probability parquet stores it: rows renormalised, float32 (scores of the
+    written file and of this array are then the same, ties included)."""
+    p = np.asarray(proba, dtype=np.float64)
+    return (p / p.sum(axis=1, keepdims=True)).astype(np.float32)
 
 
 def refit(meta: str, candidates, runset: RunSet, params=None, n_jobs=None, X_test=None):
     """The pick refitted on every OOF row and its test probabilities; for ``blend``, its weights
     chosen on every row and each weighted candidate refitted. Refits already made in the CV pool
-    (``CVResult.refit``) are reused; the rest run in parallel, the costliest first."""
+    (``CVResult.refit``) are reused; the rest run in parallel, the costliest first. A run
+    (``run:<name>``) needs no fit: its test probabilities are its fold-averaged ones."""
     from joblib import Parallel, delayed
 
     from stackkit.meta.defaults import RELATIVE_COST
@@ -289,6 +311,8 @@ def refit(meta: str, candidates, runset: RunSet, params=None, n_jobs=None, X_tes
     else:
         needed = [meta]
     have = {m: by_name[m].refit for m in needed if m in by_name and by_name[m].refit is not None}
+    have.update({m: (run_learner(runset, m), run_test_proba(runset, m)) for m in needed
+                 if is_run(m)})  # fmt: skip
     todo = sorted((m for m in needed if m not in have), key=lambda m: -RELATIVE_COST.get(m, 1.0))
     if todo:
         jobs = min(len(todo), effective_jobs(resolve_n_jobs(n_jobs, X)))
@@ -360,7 +384,11 @@ def write_ensemble(store: Store, res: FitResult, params: dict | None, command) -
         "candidates": [r.row() for r in res.candidates],
         "nested_macro_f1": res.nested_macro_f1,
         "bias_tuned": res.bias_offsets is not None,
+        # the selected entry's cv_macro_f1 is before bias offsets; oof_proba.parquet after them
+        "oof_proba_macro_f1": res.final_scores["macro_f1"],
+        "estimate_macro_f1": res.estimate.macro_f1,
     }
+    best = max(res.runs, key=lambda r: r.scores["macro_f1"])
     ensemble = {
         "name": res.name,
         "created": pd.Timestamp.now(tz="UTC").isoformat(),
@@ -386,7 +414,14 @@ def write_ensemble(store: Store, res: FitResult, params: dict | None, command) -
             "nested_macro_f1": res.nested_macro_f1,
             "nested_picks": res.nested_picks,
             "bias_cv_macro_f1": res.bias_cv_macro_f1,
+            "estimate_macro_f1": res.estimate.macro_f1,
+            "estimate_method": res.estimate.method,
+            "estimate_picks": res.estimate.picks,
+            "estimate_bias_applied": res.estimate.bias_applied,
+            "best_run": best.meta.removeprefix("run:"),
+            "best_run_oof_macro_f1": best.scores["macro_f1"],
         },
+        "per_fold": _per_fold(res),
         "cli_params": params or {},
         "versions": {
             "python": platform.python_version(),
@@ -400,6 +435,7 @@ def write_ensemble(store: Store, res: FitResult, params: dict | None, command) -
     ids = rs.folds.frame["sample_id"].to_numpy(dtype=object)
     with atomic_dir(res.path) as tmp:
         write_parquet(schema.proba_frame(ids, res.oof_proba), tmp / "oof_proba.parquet")
+        write_parquet(schema.proba_frame(ids, res.estimate.proba), tmp / ESTIMATE_FILE)
         write_parquet(schema.proba_frame(rs.test_ids, res.test_proba), tmp / "test_proba.parquet")
         submission_frame(rs, res.test_proba).to_csv(tmp / "submission.csv", index=False)
         write_json(leaderboard, tmp / "leaderboard.json")
@@ -410,6 +446,18 @@ def write_ensemble(store: Store, res: FitResult, params: dict | None, command) -
             write_model(tmp / "model", res.selected.meta, res.learner, rs, res.bias_offsets)
     log.info("wrote %s", res.path)
     return res.path
+
+
+def _per_fold(res: FitResult) -> dict:
+    """What was decided without each fold k (sorted fold order), for whoever redoes the pick
+    per fold: the blend's weights (its fold-k learners are the CV's fold-k learners) and, when
+    bias offsets are applied, the offsets fitted without fold k."""
+    out = {}
+    if "fold_weights" in res.selected.extra:
+        out["blend_weights"] = res.selected.extra["fold_weights"]
+    if res.fold_offsets is not None:
+        out["bias_offsets"] = [[float(v) for v in row] for row in res.fold_offsets]
+    return out
 
 
 def _xgb_version() -> str | None:

@@ -1,10 +1,12 @@
 """``stackkit leaderboard``: every run and every meta candidate over the chosen runs, in one table.
 
-Runs are scored on their own OOF logits; meta candidates by cross-validated OOF macro-F1 over
-the stored folds; the leave-one-run-out column says how much the best single learner (never a
-blend, whose column would redo every candidate's CV per run) loses when each run is dropped
-(positive: the run helps). CV results come from the on-disk cache when the inputs
-and parameters are unchanged, so asking twice costs only reading the runs.
+Runs are scored on their own OOF logits; meta candidates (with ``auto``, the runs themselves
+among them, ``run:<name>``) by cross-validated OOF macro-F1 over the stored folds; the best of
+them is optimistic by selection, so the honest estimate of picking among them
+(``stackkit.cv.estimate``) comes with it. The leave-one-run-out column says how much the best
+single learner (never a blend, whose column would redo every candidate's CV per run, nor a run)
+loses when each run is dropped (positive: the run helps). CV results come from the on-disk cache
+when the inputs and parameters are unchanged, so asking twice costs only reading the runs.
 """
 
 from __future__ import annotations
@@ -16,7 +18,9 @@ from stackkit import metrics
 from stackkit.contract.inventory import choose_runs
 from stackkit.contract.store import RunSet, Store
 from stackkit.cv.blend import BLEND
+from stackkit.cv.estimate import Estimate, estimate
 from stackkit.cv.result import CVResult
+from stackkit.cv.runs import is_run
 from stackkit.cv.stacking import choose
 from stackkit.fit import cross_validate, resolve_metas, smallest_training_split
 
@@ -30,6 +34,7 @@ class Leaderboard:
     candidates: list[CVResult]
     best: CVResult
     loro_meta: str | None
+    estimate: Estimate | None = None  # of choosing among the candidates (as fit does)
 
 
 def run_scores(runset: RunSet) -> list[dict]:
@@ -69,8 +74,10 @@ def leaderboard(
     rows = run_scores(runset)
     candidates = cross_validate(runset, metas, params, n_jobs, use_cache)
     best = choose(candidates)
+    y, f, c = runset.folds.labels, runset.folds.fold_ids, runset.folds.n_classes
+    honest = estimate(candidates, y, f, c)
     loro_meta = None
-    singles = [c for c in candidates if c.meta != BLEND]
+    singles = [c for c in candidates if c.meta != BLEND and not is_run(c.meta)]
     if loro and runset.n_runs > 1 and singles:
         # the best single learner: a blend's column would redo every candidate's CV per run
         # (on the reference case, ten times auto's work)
@@ -80,4 +87,4 @@ def leaderboard(
             rest = [n for n in runset.names if n != row["run"]]
             (res,) = cross_validate(runset.subset(rest), [loro_meta], params, n_jobs, use_cache)
             row["loro_delta"] = full - res.scores["macro_f1"]
-    return Leaderboard(runset, rows, candidates, best, loro_meta)
+    return Leaderboard(runset, rows, candidates, best, loro_meta, honest)

@@ -11,6 +11,7 @@ from sklearn.metrics import f1_score
 from stackkit import metrics
 from stackkit.cv import stacking
 from stackkit.cv.blend import BLEND, Blend, cross_val_blend
+from stackkit.cv.runs import RUNS
 from stackkit.cv.stacking import choose
 from stackkit.fit import cross_validate, fit_ensemble, refit, resolve_metas
 from stackkit.leaderboard import leaderboard
@@ -32,10 +33,11 @@ def _inputs(store):
     return rs, stacking.features(rs), rs.folds.labels, rs.folds.fold_ids
 
 
-def test_auto_is_the_seven_then_blend():
-    assert resolve_metas("auto") == [*SIMPLICITY, BLEND]
-    assert resolve_metas("blend") == [*SIMPLICITY, BLEND]
+def test_auto_is_the_seven_then_the_runs_then_blend():
+    assert resolve_metas("auto") == [*SIMPLICITY, RUNS, BLEND]
+    assert resolve_metas("blend") == [*SIMPLICITY, RUNS, BLEND]
     assert resolve_metas("lr,knn,blend") == ["lr", "knn", BLEND]
+    assert resolve_metas("lr,runs") == resolve_metas("lr,run:run00") == ["lr", RUNS]
 
 
 def test_blend_cv_chooses_weights_on_the_other_folds_only(store):

@@ -36,7 +36,7 @@ def test_fit_writes_the_contract(store):
     d = store.ensemble_dir("e1")
     assert sorted(p.name for p in d.iterdir()) == sorted(
         ["oof_proba.parquet", "test_proba.parquet", "submission.csv", "leaderboard.json",
-         "ensemble.json", "model"]
+         "ensemble.json", "model", "estimate_oof_proba.parquet"]
     )  # fmt: skip
     folds = store.read_folds()
     oof = _read(d / "oof_proba.parquet")
@@ -64,6 +64,15 @@ def test_fit_writes_the_contract(store):
     assert sel["cv_macro_f1_std"] == pytest.approx(np.std(per_fold), abs=1e-9)
     ens = json.loads((d / "ensemble.json").read_text())
     assert ens["inputs"]["folds_hash"] == folds.hash
+    # the honest estimate: its number is the macro-F1 of the predictions written beside it
+    est = _read(d / "estimate_oof_proba.parquet")
+    assert list(est["sample_id"]) == list(folds.frame["sample_id"])
+    e = est.filter(like="prob_").to_numpy()
+    f1_est = f1_score(y, e.argmax(1), average="macro", labels=range(18), zero_division=0)
+    assert ens["scores"]["estimate_macro_f1"] == pytest.approx(f1_est, abs=1e-12)
+    assert board["estimate_macro_f1"] == ens["scores"]["estimate_macro_f1"]
+    assert "outer-fold" in ens["scores"]["estimate_method"]
+    assert len(ens["scores"]["estimate_picks"]) == 5
     assert [r["run"] for r in ens["inputs"]["runs"]] == ["run00", "run01", "run02"]
     sub = pd.read_csv(d / "submission.csv")
     assert list(sub.columns) == ["sample_id", "label"]
@@ -162,6 +171,14 @@ def test_tune_bias_is_honest_and_recorded(store):
     f1 = f1_score(y, oof.argmax(1), average="macro", labels=range(18), zero_division=0)
     assert ens["scores"]["final_oof_macro_f1"] == pytest.approx(f1, abs=1e-9)
     assert f1 == pytest.approx(ens["scores"]["bias_cv_macro_f1"], abs=1e-9)
+    # leaderboard.json names both: the selected entry's CV score before the offsets, and the
+    # score of oof_proba.parquet (after them), which agrees with the file exactly
+    sel = next(c for c in board["candidates"] if c["meta"] == board["selected"])
+    assert sel["cv_macro_f1"] == pytest.approx(res.selected.scores["macro_f1"], abs=1e-12)
+    assert board["oof_proba_macro_f1"] == pytest.approx(f1, abs=1e-12)
+    assert board["oof_proba_macro_f1"] != sel["cv_macro_f1"]
+    # the offsets fitted without each fold are kept for whoever redoes the pick per fold
+    assert np.array(ens["per_fold"]["bias_offsets"]).shape == (5, 18)
 
 
 def test_bias_tuning_that_hurts_in_cv_is_not_applied(store, monkeypatch):
@@ -200,6 +217,17 @@ def test_cli_fit_prints_table(store):
     assert result.exit_code == 0, result.output
     assert "CV macro-F1" in result.stdout and "<- picked" in result.stdout
     assert "wrote" in result.stdout
+    # the honest estimate is the first number printed; the pick's CV score is called optimistic
+    first = result.stdout.splitlines()[0]
+    ens = json.loads((store.ensemble_dir("cli") / "ensemble.json").read_text())
+    assert (
+        first.startswith("honest estimate") and f"{ens['scores']['estimate_macro_f1']:.4f}" in first
+    )
+    assert "optimistic by selection" in result.stdout
+    # on this case vote and lr lose to run00 alone, and fit says so in one sentence
+    assert ens["scores"]["estimate_macro_f1"] < ens["scores"]["best_run_oof_macro_f1"]
+    assert ens["scores"]["best_run"] == "run00"
+    assert "below the best single run's own OOF macro-F1 (run00" in result.stdout
 
 
 def test_bad_param_is_refused_before_work(store):

@@ -46,15 +46,17 @@ def cross_val_blend(candidates: Sequence, y: np.ndarray, fold_ids: np.ndarray, n
     t0 = time.perf_counter()
     L = _stack([r.oof_proba for r in candidates])
     out = np.zeros((len(y), n_classes))
+    fold_weights = []  # per fold (sorted fold order): candidate -> weight, chosen without it
     for k in np.unique(fold_ids):
         held = fold_ids == k
         sel = CaruanaSelection(n_classes=n_classes).fit(L[~held], y[~held])
         out[held] = sel.predict_proba(L[held])
+        fold_weights.append({r.meta: float(w) for r, w in zip(candidates, sel.weights_) if w > 0})
     scores = metrics.scores(y, out, fold_ids)
     seconds = time.perf_counter() - t0
     log.info("%-8s CV macro-F1 %.4f (± %.4f over folds) over %d candidates",
              BLEND, scores["macro_f1"], scores["macro_f1_std"], len(candidates))  # fmt: skip
-    return CVResult(BLEND, out, scores, seconds)
+    return CVResult(BLEND, out, scores, seconds, extra={"fold_weights": fold_weights})
 
 
 class Blend:

@@ -19,6 +19,8 @@ class CVResult:
     # the learner refitted on every OOF row, when asked for in the same pool: (estimator, test
     # probabilities); never cached, never written
     refit: tuple | None = field(default=None, repr=False, compare=False)
+    # per-fold detail worth keeping (blend: the weights chosen for each fold), JSON-able
+    extra: dict = field(default_factory=dict, repr=False, compare=False)
 
     def row(self) -> dict:
         """The leaderboard.json candidate entry (CONTRACT.md)."""

@@ -192,14 +192,15 @@ def cross_val_meta(
 
 
 def choose(results: Sequence[CVResult]) -> CVResult:
-    """The best CV macro-F1; a tie goes to the simpler learner (meta.SIMPLICITY order, then
-    ``blend``, which mixes the others)."""
+    """The best CV macro-F1; a tie goes to the simpler: a single run (``run:<name>``), then the
+    learners in meta.SIMPLICITY order, then ``blend``, which mixes the others."""
+    from stackkit.cv.runs import is_run
     from stackkit.meta.defaults import SIMPLICITY
 
     rank = {m: i for i, m in enumerate(SIMPLICITY)}
     best = max(r.scores["macro_f1"] for r in results)
     tied = [r for r in results if r.scores["macro_f1"] >= best - 1e-12]
-    return min(tied, key=lambda r: rank.get(r.meta, len(rank)))
+    return min(tied, key=lambda r: -1 if is_run(r.meta) else rank.get(r.meta, len(rank)))
 
 
 def nested_cv(
@@ -213,21 +214,30 @@ def nested_cv(
     n_jobs: int = 1,
     progress=None,
     engine: str = "local",
+    run_names: Sequence[str] | None = None,
 ) -> tuple[np.ndarray, list[str]]:
     """An honest estimate of the whole procedure: for each outer fold, the selection (and the
     bias-tuning decision, if asked) is redone on the other folds alone, then the pick, refitted
-    on them, predicts the outer fold.
+    on them, predicts the outer fold. With ``run_names`` (the runs of ``X``, in order), each run
+    is a candidate too (``run:<name>``: its own OOF softmax, nothing to fit).
 
     All inner fits (outer folds x learners x inner folds) share one pool (:func:`run_tasks`),
     then the refits of the picks (of every weighted candidate, for a ``blend``) another. Returns the nested OOF probabilities and the meta
     learner picked in each outer fold.
     """
     from stackkit.cv.blend import BLEND, Blend, cross_val_blend
+    from stackkit.cv.runs import RUNS, candidate_name, is_run
     from stackkit.meta.bias import decide_bias
     from stackkit.meta.registry import make_learner
 
     params = params or {}
-    learners = [m for m in metas if m != BLEND]
+    learners = [m for m in metas if m not in (BLEND, RUNS)]
+    runs = {candidate_name(n): i for i, n in enumerate(run_names or [])}
+
+    def run_proba(m, rows):
+        i = runs[m]
+        return metrics.softmax(X[rows, i * n_classes : (i + 1) * n_classes])
+
     ests = {m: make_learner(m, n_classes=n_classes, params=params.get(m)) for m in learners}
     outer = np.unique(fold_ids)
 
@@ -249,6 +259,9 @@ def nested_cv(
                 proba[test] = p
             proba = proba[inner]
             results.append(CVResult(m, proba, metrics.scores(yi, proba, fi), 0.0))
+        for m in runs:
+            proba = run_proba(m, inner)
+            results.append(CVResult(m, proba, metrics.scores(yi, proba, fi), 0.0))
         if BLEND in metas:
             results.append(cross_val_blend(results, yi, fi, n_classes))
         picks[k] = choose(results)
@@ -257,9 +270,11 @@ def nested_cv(
             needed = list(blends[k].weights)
         else:
             needed = [picks[k].meta]
-        final += [Task((k, m), m, rows(inner), rows(~inner)) for m in needed]
+        final += [Task((k, m), m, rows(inner), rows(~inner)) for m in needed if not is_run(m)]
         log.info("nested: outer fold %d picked %s", k, picks[k].meta)
     refits = run_tasks(final, ests, X, y, n_jobs, engine, progress)
+    for k in outer:  # a run predicts the outer fold with its own OOF rows
+        refits.update({(k, m): (None, run_proba(m, fold_ids == k)) for m in runs})
     out = np.zeros((len(y), n_classes))
     for k in outer:
         test = rows(fold_ids == k)

@@ -221,6 +221,7 @@ class BiasDecision:
     offsets: np.ndarray | None  # fitted on every row; None when tuning did not pay in CV
     cv_macro_f1: float  # macro-F1 of the in-CV tuned predictions, applied or not
     proba: np.ndarray  # the probabilities to keep: tuned in CV when applied, else as given
+    fold_offsets: np.ndarray | None = None  # (K, C): the offsets fitted without each fold
 
 
 def decide_bias(proba, y, fold_ids, **params) -> BiasDecision:
@@ -230,14 +231,14 @@ def decide_bias(proba, y, fold_ids, **params) -> BiasDecision:
     0.3204): offsets that do not carry over between folds are left out."""
     proba = np.asarray(proba, dtype=np.float64)
     lp = np.log(np.clip(proba, EPS, None))
-    shifted, _ = cross_val_bias(lp, y, fold_ids, **params)
+    shifted, fold_offsets = cross_val_bias(lp, y, fold_ids, **params)
     c = proba.shape[1]
     tuned = softmax(shifted, axis=1)
     before, after = macro_f1(y, proba.argmax(1), c), macro_f1(y, tuned.argmax(1), c)
     if after > before:
-        return BiasDecision(BiasTuner(**params).fit(lp, y).offsets_, after, tuned)
+        return BiasDecision(BiasTuner(**params).fit(lp, y).offsets_, after, tuned, fold_offsets)
     log.debug("bias tuning did not raise the CV macro-F1 (%.4f -> %.4f)", before, after)
-    return BiasDecision(None, after, proba)
+    return BiasDecision(None, after, proba, fold_offsets)
 
 
 def _as_log_proba(log_proba) -> np.ndarray:

@@ -26,13 +26,14 @@ from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
+from threadpoolctl import threadpool_limits
 
 from stackkit import metrics
 from stackkit.contract import schema
 from stackkit.contract.errors import StackkitError
 from stackkit.contract.names import check_name
-from stackkit.contract.store import Store, read_parquet
-from stackkit.cv.estimate import ESTIMATE_FILE
+from stackkit.contract.store import Store, read_json, read_parquet
+from stackkit.cv.estimate import CANDIDATES_FILE, ESTIMATE_FILE
 
 log = logging.getLogger(__name__)
 
@@ -60,9 +61,18 @@ class Comparison:
 # what to compare: an ensemble's oof_proba.parquet or a run's OOF softmax
 
 
-def oof_proba(store: Store, name: str, folds: schema.Folds) -> tuple[np.ndarray, str | None]:
-    """OOF probabilities of ``name`` in folds.parquet row order, and for an ensemble a note
-    saying which predictions they are (see module docstring).
+@dataclass
+class Side:
+    """One side of a comparison: OOF probabilities in folds.parquet order, for an ensemble a
+    note saying which predictions they are, and what its estimate chose from (or None)."""
+
+    proba: np.ndarray
+    note: str | None = None
+    reselect: Reselect | None = None
+
+
+def oof_proba(store: Store, name: str, folds: schema.Folds) -> Side:
+    """What ``name`` enters a comparison with (see module docstring).
 
     ``name`` is an ensemble in ensembles/ or a run in runs/; ``ensembles/NAME`` or ``runs/NAME``
     picks one where both exist.
@@ -74,16 +84,10 @@ def oof_proba(store: Store, name: str, folds: schema.Folds) -> tuple[np.ndarray,
     is_ens = (store.ensemble_dir(bare) / "oof_proba.parquet").is_file()
     is_run = bare in store.run_names()
     if kind == "ensembles" or (not kind and is_ens and not is_run):
-        if (store.ensemble_dir(bare) / ESTIMATE_FILE).is_file():
-            note = (f"{name} enters with the predictions behind its honest estimate "
-                    f"({ESTIMATE_FILE}), not its pick's own CV predictions.")  # fmt: skip
-            return ensemble_oof(store, bare, folds, ESTIMATE_FILE), note
-        note = (f"{name} predates the honest estimate: its oof_proba.parquet won a selection on "
-                "these rows, so it looks better than it is; refit it to compare honestly.")  # fmt: skip
-        return ensemble_oof(store, bare, folds), note
+        return ensemble_side(store, name, bare, folds)
     if kind == "runs" or (not kind and is_run and not is_ens):
         runset = store.load_runs([bare], folds)
-        return metrics.softmax(runset.oof[0]), None
+        return Side(metrics.softmax(runset.oof[0]))
     if is_ens and is_run:
         raise StackkitError(
             f"{name!r} is both an ensemble and a run: say ensembles/{bare} or runs/{bare}"
@@ -92,6 +96,43 @@ def oof_proba(store: Store, name: str, folds: schema.Folds) -> tuple[np.ndarray,
         f"{name!r} is neither an ensemble in {store.root / 'ensembles'} nor a run in "
         f"{store.root / 'runs'} (runs: {', '.join(store.run_names()) or 'none'})"
     )
+
+
+def ensemble_side(store: Store, name: str, bare: str, folds: schema.Folds) -> Side:
+    d = store.ensemble_dir(bare)
+    if not (d / ESTIMATE_FILE).is_file():
+        note = (f"{name} predates the honest estimate: its oof_proba.parquet won a selection on "
+                "these rows, so it looks better than it is; refit it to compare honestly.")  # fmt: skip
+        return Side(ensemble_oof(store, bare, folds), note)
+    proba = ensemble_oof(store, bare, folds, ESTIMATE_FILE)
+    note = (f"{name} enters with the predictions behind its honest estimate ({ESTIMATE_FILE}), "
+            "its choice among candidates redone in every resample.")  # fmt: skip
+    return Side(proba, note, _reselect(store, bare, folds, proba))
+
+
+def _reselect(store: Store, name: str, folds: schema.Folds, proba: np.ndarray) -> Reselect:
+    d = store.ensemble_dir(name)
+    where = f"ensemble {name!r}: {CANDIDATES_FILE}"
+    df, _ = read_parquet(d / CANDIDATES_FILE, where)
+    ens = read_json(d / "ensemble.json", f"ensemble {name!r}: ensemble.json")
+    picks = ((ens.get("scores") if isinstance(ens, dict) else None) or {}).get("estimate_picks")
+    picks = picks if isinstance(picks, list) else []
+    names = [c for c in df.columns if c != "sample_id"]
+    pos = pd.Index(df["sample_id"].astype(object)).get_indexer(folds.index)
+    preds = df[names].to_numpy()
+    c = folds.n_classes
+    bad = (
+        (pos < 0).any()
+        or len(picks) != folds.n_folds
+        or not set(picks) <= set(names)
+        or not np.issubdtype(preds.dtype, np.integer)
+        or preds.min(initial=0) < 0
+        or preds.max(initial=0) >= c
+    )
+    if bad:
+        raise StackkitError(f"{where}: does not match folds.parquet or ensemble.json; refit it")
+    idx = np.array([names.index(p) for p in picks])
+    return Reselect(preds[pos].T.astype(np.int64), proba.argmax(1), idx, folds.fold_ids)
 
 
 def ensemble_oof(
@@ -126,6 +167,60 @@ def group_tallies(y: np.ndarray, pred: np.ndarray, groups: np.ndarray, n_classes
     return tp, pc, tc
 
 
+@dataclass
+class Reselect:
+    """What an ensemble's estimate chose from, so that a resample can choose again: every
+    candidate's CV predictions (M, n) in the fit's tie order (simplest first), the estimate's own
+    predictions (n,) and, per fold in sorted order, the index of the candidate it picked."""
+
+    preds: np.ndarray
+    estimate: np.ndarray
+    picks: np.ndarray
+    fold_ids: np.ndarray
+
+
+def _plain_side(y, pred, codes, c):
+    tp, pc, _ = group_tallies(y, pred, codes, c)
+    table = np.hstack([tp, pc])  # (G, 2C)
+    return lambda w: w @ table
+
+
+def _reselect_side(y, r: Reselect, codes, g, c):
+    """Resampled (tp, pc) tallies of an estimate whose choice is redone in each resample: per
+    fold k, the candidate with the best resampled macro-F1 on the other folds (first in tie
+    order), its fold-k rows counted (the estimate's own rows where it picks as the fit did, so
+    that bias offsets stay applied there)."""
+    preds = np.vstack([r.preds, r.estimate[None]])  # (M + 1, n): the estimate last
+    m1 = len(preds)
+    parts = []
+    for k in np.unique(r.fold_ids):
+        rows = r.fold_ids == k
+        gk, local = np.unique(codes[rows], return_inverse=True)
+        tabs = [np.hstack(group_tallies(y[rows], p[rows], local, c)[:2]) for p in preds]
+        tc = group_tallies(y[rows], y[rows], local, c)[2]
+        parts.append((gk, np.hstack(tabs), tc))  # (G_k, (M+1)*2C), (G_k, C)
+
+    def tallies(w):
+        s = [(w[:, gk] @ t).reshape(len(w), m1, 2 * c) for gk, t, _ in parts]
+        tcs = [w[:, gk] @ tc for gk, _, tc in parts]
+        tot, tc_tot = sum(s), sum(tcs)
+        out = np.zeros((len(w), 2 * c))
+        rep = np.arange(len(w))
+        for i, (sk, tck) in enumerate(zip(s, tcs)):
+            inner = (tot - sk)[:, :-1]  # candidates only
+            f1 = metrics.macro_f1_from_counts(
+                inner[..., :c], inner[..., c:], (tc_tot - tck)[:, None]
+            )
+            pick = f1.argmax(axis=1)
+            piece = sk[rep, pick]
+            same = pick == r.picks[i]
+            piece[same] = sk[same, -1]
+            out += piece
+        return out
+
+    return tallies
+
+
 def paired_bootstrap(
     y: np.ndarray,
     pred_a: np.ndarray,
@@ -134,25 +229,35 @@ def paired_bootstrap(
     n_classes: int,
     n_boot: int = N_BOOT,
     seed: int = 0,
+    reselect_a: Reselect | None = None,
+    reselect_b: Reselect | None = None,
 ) -> np.ndarray:
     """``n_boot`` replicate differences macro-F1(A) - macro-F1(B), groups drawn whole.
 
     ``groups``: one label per sample (any hashable); pass ``np.arange(n)`` to resample rows.
+    With ``reselect_a`` (``_b``), A's predictions are an honest estimate whose choice among
+    candidates is redone in every resample (the choice depends on the labels of the other
+    folds; a resample that keeps it fixed understates how much the estimate varies).
     """
     codes = pd.factorize(np.asarray(groups, dtype=object))[0]
     g, c = int(codes.max()) + 1, n_classes
-    ta = group_tallies(y, pred_a, codes, c)
-    tb = group_tallies(y, pred_b, codes, c)
-    table = np.hstack([ta[0], ta[1], tb[0], tb[1], ta[2]])  # (G, 5C): one product per chunk
+    sides = [
+        _plain_side(y, pred, codes, c) if r is None else _reselect_side(y, r, codes, g, c)
+        for pred, r in ((pred_a, reselect_a), (pred_b, reselect_b))
+    ]
+    tc_table = group_tallies(y, y, codes, c)[2]
     rng = np.random.default_rng(seed)
     out = np.empty(n_boot)
-    for start in range(0, n_boot, CHUNK):
-        m = min(CHUNK, n_boot - start)
-        s = _draw_counts(rng, m, g) @ table  # (m, 5C) resampled tallies
-        tc = s[:, 4 * c :]
-        fa = metrics.macro_f1_from_counts(s[:, :c], s[:, c : 2 * c], tc)
-        fb = metrics.macro_f1_from_counts(s[:, 2 * c : 3 * c], s[:, 3 * c : 4 * c], tc)
-        out[start : start + m] = fa - fb
+    # the products are small: BLAS threads cost more than they save (200x on a busy machine)
+    with threadpool_limits(1):
+        for start in range(0, n_boot, CHUNK):
+            m = min(CHUNK, n_boot - start)
+            w = _draw_counts(rng, m, g)
+            tc = w @ tc_table
+            (sa, sb) = (side(w) for side in sides)
+            fa = metrics.macro_f1_from_counts(sa[:, :c], sa[:, c:], tc)
+            fb = metrics.macro_f1_from_counts(sb[:, :c], sb[:, c:], tc)
+            out[start : start + m] = fa - fb
     return out
 
 
@@ -172,12 +277,14 @@ def compare_arrays(
     b: str = "B",
     n_boot: int = N_BOOT,
     seed: int = 0,
+    reselect_a: Reselect | None = None,
+    reselect_b: Reselect | None = None,
 ) -> Comparison:
     """The paired comparison of two probability (or score) arrays over the same samples."""
     c = proba_a.shape[1]
     pa, pb = proba_a.argmax(1), proba_b.argmax(1)
     sa, sb = metrics.macro_f1(y, pa, c), metrics.macro_f1(y, pb, c)
-    reps = paired_bootstrap(y, pa, pb, groups, c, n_boot, seed)
+    reps = paired_bootstrap(y, pa, pb, groups, c, n_boot, seed, reselect_a, reselect_b)
     low, high = np.percentile(reps, [2.5, 97.5])
     p = min(1.0, 2.0 * min(np.mean(reps <= 0), np.mean(reps >= 0)))
     n_groups = len(pd.unique(np.asarray(groups, dtype=object)))
@@ -206,10 +313,11 @@ def compare(store: Store, a: str, b: str, n_boot: int = N_BOOT, seed: int = 0) -
     if n_boot < 100:
         raise StackkitError(f"n_boot: at least 100 resamples are needed, got {n_boot}")
     folds = store.read_folds()
-    (pa, na), (pb, nb) = oof_proba(store, a, folds), oof_proba(store, b, folds)
+    sa, sb = oof_proba(store, a, folds), oof_proba(store, b, folds)
     groups = folds.frame["group"].to_numpy(dtype=object)
-    res = compare_arrays(folds.labels, pa, pb, groups, a, b, n_boot, seed)
-    res.notes = tuple(n for n in (na, nb) if n)
+    res = compare_arrays(folds.labels, sa.proba, sb.proba, groups, a, b, n_boot, seed,
+                         sa.reselect, sb.reselect)  # fmt: skip
+    res.notes = tuple(n for n in (sa.note, sb.note) if n)
     res.sentence = " ".join([res.sentence, *res.notes])
     log.debug("%s", res.sentence)
     return res

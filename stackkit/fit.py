@@ -35,7 +35,14 @@ from stackkit.cv import stacking
 from stackkit.cv.blend import BLEND, Blend, cross_val_blend
 from stackkit.cv.cache import CVCache, entry_key, inputs_key
 from stackkit.cv.engine import check_engine, parallel_backend, warm_local_workers
-from stackkit.cv.estimate import ESTIMATE_FILE, Estimate, below_best_run, estimate
+from stackkit.cv.estimate import (
+    CANDIDATES_FILE,
+    ESTIMATE_FILE,
+    Estimate,
+    below_best_run,
+    candidate_frame,
+    estimate,
+)
 from stackkit.cv.runs import RUNS, is_run, run_candidates, run_learner, run_test_proba
 
 log = logging.getLogger(__name__)
@@ -436,6 +443,7 @@ def write_ensemble(store: Store, res: FitResult, params: dict | None, command) -
     with atomic_dir(res.path) as tmp:
         write_parquet(schema.proba_frame(ids, res.oof_proba), tmp / "oof_proba.parquet")
         write_parquet(schema.proba_frame(ids, res.estimate.proba), tmp / ESTIMATE_FILE)
+        write_parquet(candidate_frame(ids, res.candidates), tmp / CANDIDATES_FILE)
         write_parquet(schema.proba_frame(rs.test_ids, res.test_proba), tmp / "test_proba.parquet")
         submission_frame(rs, res.test_proba).to_csv(tmp / "submission.csv", index=False)
         write_json(leaderboard, tmp / "leaderboard.json")

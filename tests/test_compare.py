@@ -135,3 +135,80 @@ def test_macro_f1_from_counts_matches_scikit_learn():
         )
         want = f1_score(y, pred, labels=np.arange(c), average="macro", zero_division=0)
         assert got == pytest.approx(want, abs=1e-12)
+
+
+# --------------------------------------------------------------------------------------------
+# an ensemble enters with its honest estimate, its choice redone in every resample
+
+
+def _noise_draw(seed, n=1400, c=18, n_cand=12):
+    """Labels, grouped folds and ``n_cand`` candidates that know nothing of the labels; a run
+    that knows nothing either."""
+    from stackkit.cv.result import CVResult
+    from stackkit.meta.bias import score_labels
+
+    rng = np.random.default_rng(100 + seed)
+    y = rng.choice(c, n, p=np.r_[np.full(6, 0.1), np.full(12, 0.4 / 12)])
+    groups = np.repeat(np.arange(n // 7), 7)
+    folds = np.repeat(rng.permutation(np.arange(n // 7) % 5), 7)
+    cands = [CVResult(f"c{i}", rng.dirichlet(np.full(c, 0.5), n), {}, 0.0) for i in range(n_cand)]
+    for r in cands:  # macro-F1 from counts (equal to sklearn's: tests/test_decision.py)
+        r.scores["macro_f1"] = score_labels(y, r.oof_proba.argmax(1), c)
+    return y, groups, folds, cands, rng.dirichlet(np.full(c, 0.5), n)
+
+
+def test_noise_ensembles_are_not_called_better_than_noise():
+    """60 pure-noise draws of an ensemble (the best of 12 candidates) against a noise run: the
+    pick's own CV predictions are called "better beyond resampling noise" far more often than
+    the nominal 5% (what `--compare` did); the honest estimate's predictions, with the choice
+    redone in every resample, at most at the nominal rate."""
+    from stackkit.cv.estimate import estimate
+    from stackkit.cv.stacking import choose
+
+    seeds, called_pick, called_est = 60, 0, 0
+    for seed in range(seeds):
+        y, groups, folds, cands, run = _noise_draw(seed)
+        est = estimate(cands, y, folds, 18)
+        names = [r.meta for r in cands]
+        resel = cmp.Reselect(np.vstack([r.oof_proba.argmax(1) for r in cands]),
+                             est.proba.argmax(1), np.array([names.index(p) for p in est.picks]),
+                             folds)  # fmt: skip
+        a = cmp.compare_arrays(y, choose(cands).oof_proba, run, groups, n_boot=1000)
+        b = cmp.compare_arrays(y, est.proba, run, groups, n_boot=1000, reselect_a=resel)
+        called_pick += a.low > 0 or a.high < 0
+        called_est += b.low > 0 or b.high < 0
+    assert called_pick / seeds > 0.1, called_pick
+    assert called_est / seeds <= 0.05, called_est
+
+
+def test_reselect_with_one_candidate_is_the_plain_bootstrap(rng):
+    """With a single candidate there is nothing to choose: the resampled tallies are the plain
+    ones, so the replicate differences are the same."""
+    c, n = 5, 350
+    y = rng.integers(0, c, n)
+    groups = np.repeat(np.arange(n // 7), 7)
+    folds = np.repeat(np.arange(n // 7) % 5, 7)
+    pa, pb = _flip(rng, y, 0.3, c), _flip(rng, y, 0.4, c)
+    resel = cmp.Reselect(pa[None], pa, np.zeros(5, int), folds)
+    plain = cmp.paired_bootstrap(y, pa, pb, groups, c, n_boot=300)
+    again = cmp.paired_bootstrap(y, pa, pb, groups, c, n_boot=300, reselect_a=resel)
+    np.testing.assert_allclose(again, plain, atol=1e-12)
+
+
+def test_an_ensemble_enters_with_its_estimate(store, tmp_path, monkeypatch):
+    import json
+
+    from stackkit.fit import fit_ensemble
+
+    monkeypatch.setenv("STACKKIT_CACHE", str(tmp_path / "cache"))
+    fit_ensemble(store, meta="vote,lr,caruana", name="e")
+    ens = json.loads((store.ensemble_dir("e") / "ensemble.json").read_text())
+    res = cmp.compare(store, "e", "run01", n_boot=300)
+    assert res.a_score == pytest.approx(ens["scores"]["estimate_macro_f1"], abs=1e-12)
+    assert "predictions behind its honest estimate" in res.sentence
+    # an ensemble written before the estimate existed: its own predictions, and a warning
+    for f in ("estimate_oof_proba.parquet", "estimate_candidates.parquet"):
+        (store.ensemble_dir("e") / f).unlink()
+    old = cmp.compare(store, "e", "run01", n_boot=300)
+    assert old.a_score == pytest.approx(ens["scores"]["final_oof_macro_f1"], abs=1e-12)
+    assert "predates the honest estimate" in old.sentence

@@ -257,6 +257,7 @@ def test_leaderboard_cli(store):
                                       "--artifacts", str(store.root)])  # fmt: skip
     assert result.exit_code == 0, result.output
     assert "run00" in result.stdout and "meta candidates" in result.stdout
+    assert "honest estimate" in result.stdout and "optimistic by selection" in result.stdout
 
 
 def test_nested_estimate(store):

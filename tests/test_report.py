@@ -120,6 +120,15 @@ def test_report_goes_to_the_latest_ensemble_and_holds_every_section(built):
         assert title in html, title
     assert "run00" in html and "none_female_60+" in html and "ECE" not in html.split("<img")[0]
     assert "95% interval" in html and "selected" in html
+    # the headline is the honest estimate, before the pick's own (optimistic) CV score
+    import json
+
+    ens = json.loads((store.ensemble_dir("e1") / "ensemble.json").read_text())
+    head = f"Honest estimate of the whole procedure on new samples: macro-F1 {ens['scores']['estimate_macro_f1']:.4f}"
+    assert head in html and html.index(head) < html.index("The pick&#x27;s own OOF macro-F1")
+    # vote and lr lose to run00 alone on this case, and the report says so
+    assert "below the best single run&#x27;s own OOF macro-F1 (run00" in html
+    assert "enters with the predictions behind its honest estimate" in html
     assert len(re.findall(r'<img src="data:image/png;base64,', html)) == 7
     assert "<script" not in html.lower() and not re.search(r'(src|href)="https?:', html)
     assert not list(path.parent.glob(".*.tmp"))  # written atomically

@@ -34,6 +34,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, replace
 
 import numpy as np
+import pandas as pd
 
 from stackkit import metrics
 from stackkit.cv.result import CVResult
@@ -41,6 +42,7 @@ from stackkit.cv.result import CVResult
 log = logging.getLogger(__name__)
 
 ESTIMATE_FILE = "estimate_oof_proba.parquet"  # in ensembles/<name>/: the rows behind the estimate
+CANDIDATES_FILE = "estimate_candidates.parquet"  # and what it chose from (for compare)
 METHOD = (
     "outer-fold reselection: for each fold, the choice among the candidates, the blend weights "
     "and the bias-tuning decision redone on the other folds' meta-level CV predictions, scored "
@@ -92,6 +94,17 @@ def estimate(
     f1 = metrics.macro_f1(y, out.argmax(axis=1), n_classes)
     log.info("honest estimate %.4f (per-fold picks: %s)", f1, ", ".join(picks))
     return Estimate(f1, out, picks, applied if tune_bias else None)
+
+
+def candidate_frame(ids, candidates: Sequence[CVResult]) -> pd.DataFrame:
+    """``sample_id`` and one int16 column per candidate (named for it) holding the class its CV
+    predictions give each row, in ``choose``'s tie order (simplest first): enough for
+    ``stackkit.compare`` to redo the choice in every bootstrap resample."""
+    from stackkit.cv.stacking import simplicity
+
+    order = sorted(candidates, key=lambda r: simplicity(r.meta))
+    cols = {r.meta: r.oof_proba.argmax(axis=1).astype(np.int16) for r in order}
+    return pd.DataFrame({"sample_id": pd.array(list(ids), dtype="string"), **cols})
 
 
 def below_best_run(estimate_f1: float, runs: Sequence[CVResult]) -> str | None:

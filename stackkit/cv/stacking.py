@@ -194,13 +194,17 @@ def cross_val_meta(
 def choose(results: Sequence[CVResult]) -> CVResult:
     """The best CV macro-F1; a tie goes to the simpler: a single run (``run:<name>``), then the
     learners in meta.SIMPLICITY order, then ``blend``, which mixes the others."""
+    best = max(r.scores["macro_f1"] for r in results)
+    tied = [r for r in results if r.scores["macro_f1"] >= best - 1e-12]
+    return min(tied, key=lambda r: simplicity(r.meta))
+
+
+def simplicity(meta: str) -> int:
+    """The tie-break rank of ``choose``: runs, then meta.SIMPLICITY order, then the rest."""
     from stackkit.cv.runs import is_run
     from stackkit.meta.defaults import SIMPLICITY
 
-    rank = {m: i for i, m in enumerate(SIMPLICITY)}
-    best = max(r.scores["macro_f1"] for r in results)
-    tied = [r for r in results if r.scores["macro_f1"] >= best - 1e-12]
-    return min(tied, key=lambda r: -1 if is_run(r.meta) else rank.get(r.meta, len(rank)))
+    return -1 if is_run(meta) else (SIMPLICITY.index(meta) if meta in SIMPLICITY else 99)
 
 
 def nested_cv(

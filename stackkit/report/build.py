@@ -21,6 +21,7 @@ import pandas as pd
 from stackkit import __version__
 from stackkit.compare import compare_arrays
 from stackkit.contract.store import Store, atomic_path
+from stackkit.cv.estimate import below_best_run
 from stackkit.report import html as H
 from stackkit.report.data import ReportData, load, resolve_ensemble
 from stackkit.report.sections import SECTIONS
@@ -33,8 +34,11 @@ REPORT_FILE = "report.html"
 def intro(data: ReportData) -> str:
     ens, s = data.ensemble, data.ensemble["scores"]
     best = data.run_names[data.best_run]
-    cmp = compare_arrays(data.y, data.ens_proba, data.run_proba[data.best_run], data.groups,
-                         data.name, best)  # fmt: skip
+    best_f1 = data.board.runs[data.best_run]["oof_macro_f1"]
+    honest = data.estimate is not None
+    cmp = compare_arrays(data.y, data.estimate if honest else data.ens_proba,
+                         data.run_proba[data.best_run], data.groups, data.name, best,
+                         reselect_a=data.reselect)  # fmt: skip
     n, g = len(data.y), len(pd.unique(data.groups))
     text = (
         f"Ensemble {data.name!r} stacks {len(data.run_names)} runs ({', '.join(data.run_names)}) "
@@ -42,12 +46,25 @@ def intro(data: ReportData) -> str:
         f"{data.n_classes} classes and {len(np.unique(data.fold_ids))} folds. All scores below "
         "are out-of-fold: each sample is predicted by models that never saw it."
     )
-    key = [
-        f"Ensemble OOF macro-F1 {s['final_oof_macro_f1']:.4f} (cross-validated "
-        f"{s['cv_macro_f1']:.4f} ± {s['cv_macro_f1_std']:.4f} over folds).",
-        f"Best single run {best}: {data.board.runs[data.best_run]['oof_macro_f1']:.4f}.",
-        f"Ensemble against the best run: {cmp.sentence}",
-    ]
+    key = []
+    if honest:
+        key.append(
+            f"Honest estimate of the whole procedure on new samples: macro-F1 "
+            f"{s['estimate_macro_f1']:.4f} (each fold's choice among candidates, blend weights "
+            "and bias offsets made without that fold)."
+        )
+    key += [
+        f"The pick's own OOF macro-F1 {s['final_oof_macro_f1']:.4f} (cross-validated "
+        f"{s['cv_macro_f1']:.4f} ± {s['cv_macro_f1_std']:.4f} over folds"
+        + ("; the best of several candidates on these rows, so optimistic)." if honest else ")."),
+        f"Best single run {best}: {best_f1:.4f}.",
+        f"Ensemble against the best run: {cmp.sentence}"
+        + (" The ensemble enters with the predictions behind its honest estimate." if honest
+           else ""),
+    ]  # fmt: skip
+    note = below_best_run(s["estimate_macro_f1"], [_run(best, best_f1)]) if honest else None
+    if note:
+        key.append(note)
     parts = [H.para(text), H.bullets(key, "key")]
     if s.get("nested_macro_f1") is not None:
         parts.append(
@@ -57,6 +74,12 @@ def intro(data: ReportData) -> str:
         parts.append(H.para("Per-class bias offsets were tuned inside the CV (--tune-bias)."))
     parts += [H.para(note, "note") for note in data.notes]
     return "".join(parts)
+
+
+def _run(name: str, f1: float):
+    from stackkit.cv.result import CVResult
+
+    return CVResult(f"run:{name}", np.zeros((0, 0)), {"macro_f1": f1}, 0.0)
 
 
 def render(data: ReportData) -> str:

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from stackkit import metrics
-from stackkit.compare import ensemble_oof
+from stackkit.compare import Reselect, ensemble_oof, ensemble_side
 from stackkit.contract import schema
 from stackkit.contract.errors import StackkitError
 from stackkit.contract.names import check_name, is_valid_name
@@ -34,6 +34,8 @@ class ReportData:
     run_proba: np.ndarray  # (R, n, C) softmax of the runs' OOF logits
     ens_proba: np.ndarray  # (n, C) oof_proba.parquet in folds.parquet order
     notes: list[str]
+    estimate: np.ndarray | None = None  # (n, C) estimate_oof_proba.parquet (None: older fit)
+    reselect: Reselect | None = None  # what the estimate chose from (for the comparison)
 
     @property
     def run_names(self) -> list[str]:
@@ -88,6 +90,7 @@ def load(store: Store, name: str) -> ReportData:
         if r["run"] in store.run_names() and store.run_hash(r["run"]) != r["hash"]:
             notes.append(f"Run {r['run']} changed after the ensemble was fitted; refit to compare.")
     board = leaderboard(store, runs=runs, meta=ens["meta"], params=ens.get("cli_params") or None)
+    side = ensemble_side(store, name, name, folds)
     for note in notes:
         log.warning("%s", note)
     return ReportData(
@@ -103,4 +106,6 @@ def load(store: Store, name: str) -> ReportData:
         run_proba=metrics.softmax(board.runset.oof),
         ens_proba=ensemble_oof(store, name, folds),
         notes=notes,
+        estimate=side.proba if side.reselect is not None else None,
+        reselect=side.reselect,
     )

@@ -97,7 +97,8 @@ def main() -> None:
     )
     print(
         f"\nstackkit fit --meta auto: {auto_s:.1f}s wall (target < 60 s); picked "
-        f"{res.selected.meta}; best single run OOF macro-F1 {best_run:.4f}"
+        f"{res.selected.meta} (CV {res.selected.scores['macro_f1']:.4f}); honest estimate "
+        f"{res.estimate.macro_f1:.4f}; best single run OOF macro-F1 {best_run:.4f}"
     )
     truth = case.test_labels.loc[res.runset.test_ids].to_numpy()
     print(

@@ -18,6 +18,9 @@ per image, so methods are compared on the mean over draws, with how often auto i
     python bench/quality.py --autogluon /work/agvenv/bin/python --ag-time 60
 
 Target: auto at least the best of the alternatives on every case, never below the best single run.
+Beside auto's held-out score each case shows its honest estimate (``scores.estimate_macro_f1``,
+made from the training folds alone) and its pick's own CV score: how far each promise is from
+what happens on the held-out split.
 """
 
 from __future__ import annotations
@@ -164,6 +167,8 @@ def evaluate(name: str, seed: int, autogluon: str | None, ag_time: int) -> dict:
     truth = case.test_labels.loc[res.runset.test_ids].to_numpy()
     out[AUTO] = metrics.macro_f1(truth, res.test_proba.argmax(1), store.read_folds().n_classes)
     out["_pick"] = res.selected.meta + ("+bias" if res.bias_offsets is not None else "")
+    out["_estimate"] = res.estimate.macro_f1
+    out["_pick_cv"] = res.final_scores["macro_f1"]
     return out
 
 
@@ -179,7 +184,7 @@ def main() -> None:
     ap.add_argument("--ag-time", type=int, default=120, help="AutoGluon time limit per fit, s")
     args = ap.parse_args()
     os.environ.setdefault("STACKKIT_CACHE", tempfile.mkdtemp(prefix="stackkit-quality-cache-"))
-    rows, picks = [], {}
+    rows, picks, promises = [], {}, []
     for name in args.cases:
         draws = []
         for seed in range(args.seeds):
@@ -191,6 +196,9 @@ def main() -> None:
                 flush=True,
             )
         picks[name] = [d["_pick"] for d in draws]
+        promises.append({"case": name, "held": float(np.mean([d[AUTO] for d in draws])),
+                         "estimate": float(np.mean([d["_estimate"] for d in draws])),
+                         "pick_cv": float(np.mean([d["_pick_cv"] for d in draws]))})  # fmt: skip
         methods = [k for k in draws[0] if not k.startswith("_")]
         mean = {m: float(np.mean([d[m] for d in draws])) for m in methods}
         best_alt = max(v for m, v in mean.items() if m != AUTO)
@@ -212,6 +220,14 @@ def main() -> None:
                               ("verdict", "", "")]))  # fmt: skip
     for name, p in picks.items():
         print(f"auto's picks on {name}: {', '.join(p)}")
+    print()
+    for r in promises:
+        r["gap"] = r["estimate"] - r["held"]
+    print(format_table(promises, [("case", "case", ""),
+                                  ("held", "auto held-out macro-F1", ".4f"),
+                                  ("estimate", "honest estimate", ".4f"),
+                                  ("gap", "estimate - held-out", "+.4f"),
+                                  ("pick_cv", "pick's own CV", ".4f")]))  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -157,3 +157,35 @@ def test_fit_on_noise_runs_estimates_chance(tmp_path):
         est_gap.append(res.estimate.macro_f1 - _chance(y, res.estimate.proba.argmax(1), c, rng))
     assert np.mean(pick_gap) > 0.004, pick_gap
     assert abs(np.mean(est_gap)) < 0.004, est_gap
+
+
+def test_second_order_dependence_is_what_the_readme_says(tmp_path):
+    """Permuting only fold 0's labels: every learner's fold-0 predictions stay exactly the same
+    (fitted without fold 0), but the blend's fold-0 output moves, because its fold-0 weights are
+    chosen on the other folds' predictions, made by learners that trained on fold 0. This is the
+    second-order dependence the README states; the estimate inherits it."""
+    from stackkit.fit import cross_validate
+
+    metas = ["vote", "lr", "knn", "caruana", "blend"]
+    case = noise_case(0, n_groups=120, n_runs=3)
+    store = Store(tmp_path / "noise")
+    case.write(store)
+    rs = store.load_runs(None, store.read_folds())
+    before = cross_validate(rs, metas, None, use_cache=False)
+    f = case.folds
+    frame = f.frame.copy()
+    held = frame["fold"].to_numpy() == 0
+    frame.loc[held, "label"] = np.random.default_rng(0).permutation(
+        frame.loc[held, "label"].to_numpy()
+    )
+    store.write_folds(dataclasses.replace(f, frame=frame), force=True)
+    rs2 = store.load_runs(None, store.read_folds())
+    after = cross_validate(rs2, metas, None, use_cache=False)
+    for a, b in zip(before[:-1], after[:-1]):
+        np.testing.assert_allclose(a.oof_proba[held], b.oof_proba[held], atol=1e-12)
+    lr = metas.index("lr")  # its other folds' predictions did learn from fold 0's labels
+    assert not np.allclose(before[lr].oof_proba[~held], after[lr].oof_proba[~held])
+    assert not np.allclose(before[-1].oof_proba[held], after[-1].oof_proba[held])
+    moved = np.mean(before[-1].oof_proba[held].argmax(1) != after[-1].oof_proba[held].argmax(1))
+    assert moved > 0.0, moved
+    print(f"blend's fold-0 argmax moved on {moved:.0%} of its rows")

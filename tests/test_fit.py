@@ -36,7 +36,7 @@ def test_fit_writes_the_contract(store):
     d = store.ensemble_dir("e1")
     assert sorted(p.name for p in d.iterdir()) == sorted(
         ["oof_proba.parquet", "test_proba.parquet", "submission.csv", "leaderboard.json",
-         "ensemble.json", "model", "estimate_oof_proba.parquet"]
+         "ensemble.json", "model", "estimate_oof_proba.parquet", "estimate_candidates.parquet"]
     )  # fmt: skip
     folds = store.read_folds()
     oof = _read(d / "oof_proba.parquet")

@@ -98,3 +98,20 @@ def test_a_dominant_run_is_picked_and_its_test_probabilities_are_used(tmp_path):
     assert ens["scores"]["estimate_macro_f1"] == pytest.approx(
         ens["scores"]["best_run_oof_macro_f1"], abs=1e-9
     )
+
+
+def test_nested_cv_counts_the_runs_too(tmp_path):
+    """--nested redoes the choice with the runs among the candidates: with a dominant run, every
+    outer fold picks it, and the nested predictions are its own OOF rows."""
+    store = Store(tmp_path / "art")
+    dominant_case().write(store)
+    res = fit_ensemble(store, meta="vote,runs,blend", name="b", nested=True)
+    assert "run:strong" in res.nested_picks
+    assert set(res.nested_picks) <= {"vote", "blend", "run:strong", "run:noise1", "run:noise2"}
+    res = fit_ensemble(store, meta="vote,runs", name="n", nested=True)
+    assert res.nested_picks == ["run:strong"] * 5
+    rs = res.runset
+    y = rs.folds.labels
+    own = f1_score(y, rs.oof[rs.names.index("strong")].argmax(1), average="macro",
+                   labels=range(18), zero_division=0)  # fmt: skip
+    assert res.nested_macro_f1 == pytest.approx(own, abs=1e-12)

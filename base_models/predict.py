@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from safetensors import SafetensorError
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 
@@ -30,7 +30,7 @@ import stackkit
 from base_models.config import TTA_VIEWS
 from base_models.data import Normalizer, eval_transform
 from base_models.images import DECODE_ERRORS, decode, scale_size
-from base_models.loop import predict
+from base_models.loop import VIEWS, predict
 from base_models.model import create
 from stackkit.contract.errors import StackkitError
 from stackkit.contract.store import atomic_path, read_json, write_json
@@ -48,7 +48,8 @@ def fold_file(k: int) -> str:
 
 
 def save_fold_model(folder: Path, fold: int, net: torch.nn.Module, *, model: str, dcfg: dict,
-                    classes, n_folds: int) -> None:  # fmt: skip
+                    classes, n_folds: int, config_hash: str,
+                    tta: tuple[str, ...] = TTA_VIEWS) -> None:  # fmt: skip
     """Write fold ``fold``'s weights and the run's ``model.json`` (each to a temporary name,
     then renamed): the timm name, head, classes, input size, timm's resolved data config, the size
     images are decoded at, the TTA views and the versions."""
@@ -57,7 +58,8 @@ def save_fold_model(folder: Path, fold: int, net: torch.nn.Module, *, model: str
     state = {k: v.detach().cpu().clone().contiguous() for k, v in net.state_dict().items()}
     folder.mkdir(parents=True, exist_ok=True)
     with atomic_path(folder / fold_file(fold)) as tmp:
-        save_file(state, tmp, metadata={"format": "pt", "model": model, "fold": str(fold)})
+        save_file(state, tmp, metadata={"format": "pt", "model": model, "fold": str(fold),
+                                        "config_hash": config_hash})  # fmt: skip
     info = {
         "format": FORMAT,
         "framework": "timm",
@@ -69,7 +71,8 @@ def save_fold_model(folder: Path, fold: int, net: torch.nn.Module, *, model: str
         "input_size": list(dcfg["input_size"]),
         "data_config": {k: list(v) if isinstance(v, tuple) else v for k, v in dcfg.items()},
         "decode_size": list(scale_size(dcfg["input_size"][1:], dcfg["crop_pct"])),
-        "tta": list(TTA_VIEWS),
+        "tta": list(tta),
+        "config_hash": config_hash,
         "versions": {
             "stackkit": stackkit.__version__,
             "timm": timm.__version__,
@@ -79,15 +82,25 @@ def save_fold_model(folder: Path, fold: int, net: torch.nn.Module, *, model: str
     write_json(info, folder / MODEL_FILE)
 
 
+def fold_config_hash(path: Path) -> str | None:
+    """The run config a saved fold model was trained with (None: no readable file)."""
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            return (f.metadata() or {}).get("config_hash")
+    except (SafetensorError, OSError, ValueError):
+        return None
+
+
 def read_model_info(folder: Path) -> dict:
     info = read_json(folder / MODEL_FILE, str(folder / MODEL_FILE))
     need = ("model", "num_classes", "n_folds", "data_config", "decode_size", "tta")
     missing = [k for k in need if not isinstance(info, dict) or k not in info]
     if missing:
         raise StackkitError(f"{folder / MODEL_FILE}: missing key(s) {', '.join(missing)}")
-    if list(info["tta"]) != list(TTA_VIEWS):
-        raise StackkitError(f"{folder / MODEL_FILE}: TTA views {info['tta']} are not this "
-                            f"runner's {list(TTA_VIEWS)}")  # fmt: skip
+    unknown = [v for v in info["tta"] if v not in VIEWS]
+    if unknown or not info["tta"]:
+        raise StackkitError(f"{folder / MODEL_FILE}: TTA views {info['tta']} are not among "
+                            f"this runner's {list(VIEWS)}")  # fmt: skip
     return info
 
 
@@ -101,6 +114,12 @@ def load_fold_model(folder: Path, fold: int, info: dict) -> torch.nn.Module:
         state = load_file(path)
     except (SafetensorError, OSError, ValueError) as exc:
         raise StackkitError(f"{path}: not a safetensors file ({exc})") from None
+    made_with = fold_config_hash(path)
+    if made_with and info.get("config_hash") and made_with != info["config_hash"]:
+        raise StackkitError(
+            f"{path}: made with config {made_with}, model.json describes {info['config_hash']} "
+            "(the fold was retrained without saving its model): retrain it"
+        )
     net = create(info["model"], int(info["num_classes"]))
     want = net.state_dict()
     missing = [k for k in want if k not in state]
@@ -153,6 +172,7 @@ def predict_run(
     norm = Normalizer(dcfg, dev)
     nets = [n.to(dev, memory_format=norm.memory_format) for n in nets]
     transform = eval_transform(dcfg)
+    views = tuple(info["tta"])
     size = tuple(info["decode_size"])
     out = np.zeros((k_folds, len(paths), c), dtype=np.float32)
     bad: list[int] = []
@@ -172,7 +192,7 @@ def predict_run(
                     bad.append(i)
             loader = torch.utils.data.DataLoader(_Pixels(pixels, transform), batch_size=batch)
             for k, net in enumerate(nets):
-                out[k, start : start + len(idx)] = predict(net, loader, norm, tta=True, desc="")
+                out[k, start : start + len(idx)] = predict(net, loader, norm, views, desc="")
                 bar.update(len(idx))
     out[:, bad] = 0.0  # as the runner's test logits: a uniform distribution, not a guess
     return out, np.asarray(bad, dtype=np.int64)

@@ -51,7 +51,7 @@ from base_models.data import (
 from base_models.images import ImageCache, build_cache, scale_size
 from base_models.loop import Scored, fit, predict
 from base_models.model import create, load_pretrained
-from base_models.predict import save_fold_model
+from base_models.predict import fold_config_hash, fold_file, save_fold_model
 from base_models.splits import ImageTable, Split, build_splits, image_table, inner_slice
 from stackkit import metrics
 from stackkit.contract import schema
@@ -68,6 +68,7 @@ EVAL_BATCH_FACTOR = 2  # prediction keeps no gradients, so twice the training ba
 # job builds or checks the image cache; runs/<run>/.lock.fold_<k>: while fold k trains. Both are
 # stackkit.contract.locks (flock; a second holder is refused in one line naming the first).
 RUN_LOCK = ".lock"
+MODELS_DIR = "models"  # runs/<run>/models/: the fold models (base_models.predict)
 WAIT_S = 5.0  # a run-fold job polls this often while another job holds the run lock
 
 
@@ -105,6 +106,7 @@ class Job:
     run: str = ""
     resolved: dict | None = None  # what run.json records as "config"
     skip_bad: bool = False
+    save_models: bool = True  # runs/<run>/models/ (base_models.predict); not in the config hash
 
 
 def train(
@@ -128,13 +130,15 @@ def train(
     seed: int | None = None,
     force: bool = False,
     config: str | Path | None = None,
+    save_models: bool = True,
 ) -> RunResult:
-    """Train ``model`` on the requested folds (all by default); write the run when all are done."""
+    """Train ``model`` on the requested folds (all by default); write the run when all are done.
+    Each fold's final model is kept in ``runs/<run>/models/`` unless ``save_models`` is off."""
     store, job = resolve_job(
         model, data, artifacts, run, epochs=epochs, img_size=img_size, batch=batch, lr=lr,
         pretrained=pretrained, pseudo=pseudo, device=device, workers=workers, threads=threads,
         skip_bad_images=skip_bad_images, label_fix=label_fix, age_boundary=age_boundary, seed=seed,
-        config=config,
+        config=config, save_models=save_models,
     )  # fmt: skip
     n_folds = job.folds.n_folds
     wanted = _parse_folds(folds, n_folds)
@@ -173,6 +177,7 @@ def resolve_job(
     age_boundary: int | None = None,
     seed: int | None = None,
     config: str | Path | None = None,
+    save_models: bool = True,
 ) -> tuple[Store, Job]:
     """Everything a run (or one fold of it) is made from, and its config hash; trains nothing."""
     run = check_name(model.replace("/", "_") if run is None else run, "run")  # before any write
@@ -203,7 +208,7 @@ def resolve_job(
     workers = default_workers(dev.type) if workers is None else int(workers)
     job = Job(
         model, cfg, dcfg, dev, workers, seed, fold_set, table, pre, store.run_dir(run), h,
-        run=run, resolved=resolved, skip_bad=skip_bad_images,
+        run=run, resolved=resolved, skip_bad=skip_bad_images, save_models=save_models,
     )  # fmt: skip
     return store, job
 
@@ -461,8 +466,12 @@ def _run_fold(job: Job, split: Split, cache) -> None:
         "selected_on": sorted(t.ids[inner].tolist()),
     }  # fmt: skip
     oof_df, test_df = _frame(t.ids[oof_pos], k, oof), _frame(t.ids[t.test_positions], k, test)
-    save_fold_model(job.run_dir / "models", k, net, model=job.model, dcfg=job.dcfg,
-                    classes=job.folds.classes, n_folds=job.folds.n_folds)  # fmt: skip
+    models = job.run_dir / MODELS_DIR
+    if job.save_models:
+        save_fold_model(models, k, net, model=job.model, dcfg=job.dcfg, classes=job.folds.classes,
+                        n_folds=job.folds.n_folds, config_hash=job.hash)  # fmt: skip
+    else:  # never leave another config's weights where this fold's would be
+        (models / fold_file(k)).unlink(missing_ok=True)
     shards.write_shard(job.run_dir, k, oof_df, test_df, record)  # the commit, after the model
     how = (
         "the last (fixed schedule)"
@@ -524,7 +533,7 @@ def _loaders(job: Job, cache_path: Path, fold: int):
 
 
 def _predict(net, dl, norm, table: ImageTable, positions: np.ndarray, desc: str) -> np.ndarray:
-    z = predict(net, dl, norm, tta=True, desc=desc)
+    z = predict(net, dl, norm, TTA_VIEWS, desc=desc)
     z[~table.usable[positions]] = 0.0  # unreadable image: a uniform distribution, not a guess
     return z
 
@@ -568,12 +577,31 @@ def _write_run(store: Store, run: str, job: Job, resolved: dict) -> None:
         "epoch_selection_details": _epoch_details(job.cfg, records),
         "labels_differ_from_folds": int((t.labels[: t.n_train] != job.folds.labels).sum()),
         "bad_images": {"count": len(bad), "ids": t.ids[bad].tolist()},
-        "device": str(job.device), "command": sys.argv,
+        "device": str(job.device), "command": sys.argv, "models": _saved_models(job),
     }  # fmt: skip
     store.write_run(run, oof, test, info, job.folds)
     m = info["metrics"]
     log.info("run %s: OOF macro-F1 %.4f, accuracy %.4f, log loss %.4f", run,
              m["oof_macro_f1"], m["oof_accuracy"], m["oof_log_loss"])  # fmt: skip
+
+
+def _saved_models(job: Job) -> str | None:
+    """run.json's ``models``: the folder of the fold models if every fold's is there, made with
+    this config (else None, with a warning naming the folds that lack one)."""
+    models = job.run_dir / MODELS_DIR
+    have = [
+        k for k in range(job.folds.n_folds) if fold_config_hash(models / fold_file(k)) == job.hash
+    ]
+    if len(have) == job.folds.n_folds:
+        return MODELS_DIR
+    if job.save_models or have:
+        lacking = sorted(set(range(job.folds.n_folds)) - set(have))
+        log.warning(
+            "run %s: fold(s) %s have no saved model of this config (trained with "
+            "--no-save-models?); retrain them with --force to predict new images",
+            job.run, ", ".join(map(str, lacking)),
+        )  # fmt: skip
+    return None
 
 
 def _epoch_details(cfg: dict, records: list[dict]) -> dict:

@@ -1,5 +1,6 @@
-"""The protocol every learner but vote shares: validate, build run features, fit on the
-classes present, predict all C columns, expose ``run_weights_`` and ``summary_()``."""
+"""The protocol every learner shares: scikit-learn's input checks and labels (``fit_input``),
+and for all but vote and caruana: build run features, fit on the classes present, predict all C
+columns, expose ``run_weights_`` and ``summary_()``."""
 
 from __future__ import annotations
 
@@ -9,26 +10,59 @@ import numpy as np
 from joblib import effective_n_jobs
 from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.utils.class_weight import compute_sample_weight
+from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted, validate_data
 from threadpoolctl import threadpool_limits
 
 from stackkit.meta.defaults import N_JOBS, SEED  # noqa: F401  (re-exported for the learners)
-from stackkit.meta.features import RunFeatures, infer_n_classes, split_runs
+from stackkit.meta.features import RunFeatures
 
 log = logging.getLogger(__name__)
 
 
-def _check_y(y: np.ndarray, n_classes: int | None) -> tuple[np.ndarray, int]:
-    y = np.asarray(y)
-    if y.dtype.kind not in "iub" and not (
-        y.dtype.kind == "f" and np.all(np.isfinite(y)) and np.all(y == np.round(y))
-    ):
-        raise ValueError(f"y must hold integer class indices, got dtype {y.dtype}")
-    y = y.astype(np.int64)
-    c = infer_n_classes(y, n_classes)
-    if len(y) and (y.min() < 0 or y.max() >= c):
-        raise ValueError(f"labels must lie in [0, {c}) (n_classes={c}), got [{y.min()}, {y.max()}]")
-    return y, c
+def fit_input(est, X, y) -> tuple[np.ndarray, np.ndarray, int]:
+    """Check ``X`` and ``y`` the scikit-learn way and set ``n_features_in_``, ``classes_``,
+    ``n_classes_`` and ``n_runs_`` on ``est``; return X (float64), y as class indices, C.
+
+    ``n_classes=None``: any labels, ``classes_`` the sorted distinct ones (as LabelEncoder).
+    ``n_classes=C`` (what the meta-level CV passes, so that a fold lacking a class still yields C
+    columns): labels are the class indices 0..C-1 and ``classes_`` is ``arange(C)``."""
+    X, y = validate_data(est, X, y, dtype=np.float64)
+    check_classification_targets(y)
+    if est.n_classes is None:
+        classes, y = np.unique(y, return_inverse=True)
+        c = len(classes)
+    else:
+        c, classes = int(est.n_classes), np.arange(int(est.n_classes))
+        if y.dtype.kind not in "iuf" or (y != np.round(y)).any() or y.min() < 0 or y.max() >= c:
+            raise ValueError(
+                f"with n_classes={c}, y must hold the class indices 0..{c - 1}; "
+                f"got {np.unique(y)[:5].tolist()}… (or leave n_classes=None for any labels)"
+            )
+        y = y.astype(np.int64)
+    check_runs(X, c)
+    est.classes_, est.n_classes_, est.n_runs_ = classes, c, X.shape[1] // c
+    return X, y, c
+
+
+def check_runs(X: np.ndarray, c: int) -> None:
+    """X must be whole runs of C logits; on a binary task, refuse what scikit-learn's
+    StackingClassifier passes with ``stack_method="predict_proba"`` (or "auto"): one
+    probability per model (it drops the first column), which read as logit pairs would score
+    garbage. (Its one decision value per model cannot be told from logits: not refused.)"""
+    hint = (
+        "; on a binary task scikit-learn's StackingClassifier keeps one column per model: give "
+        "these learners each model's 2 logits or log-probabilities instead"
+    )
+    if X.shape[1] == 0 or X.shape[1] % c:
+        raise ValueError(
+            f"X has n_features={X.shape[1]}, not a whole number of runs of n_classes={c} "
+            f"logits each{hint if c == 2 else ''}"
+        )
+    if c == 2 and ((X >= 0) & (X <= 1)).all() and ((X > 0) & (X < 1)).any():
+        pairs = X.reshape(len(X), -1, 2).sum(axis=2)
+        if not np.allclose(pairs, 1.0, atol=1e-6):  # probabilities of one class, not logits
+            raise ValueError(f"X holds values in [0, 1] that are not logit pairs{hint}")
 
 
 class _MetaLearner(ClassifierMixin, BaseEstimator):
@@ -51,10 +85,7 @@ class _MetaLearner(ClassifierMixin, BaseEstimator):
 
     def fit(self, X, y):
         self._validate_params()
-        X, y = validate_data(self, X, y, dtype=np.float64)
-        y, c = _check_y(y, self.n_classes)
-        self.n_runs_ = split_runs(X, c).shape[1]
-        self.n_classes_, self.classes_ = c, np.arange(c)
+        X, y, c = fit_input(self, X, y)
         self.present_ = np.unique(y)  # classes seen in training; the others get probability 0
         self.features_ = RunFeatures(c, self.features, self.temperature, self.combine).fit(X, y)
         Z = self.features_.transform(X)
@@ -81,7 +112,8 @@ class _MetaLearner(ClassifierMixin, BaseEstimator):
         return out / out.sum(axis=1, keepdims=True)
 
     def predict(self, X) -> np.ndarray:
-        return self.predict_proba(X).argmax(axis=1)
+        proba = self.predict_proba(X)  # checks it is fitted first
+        return self.classes_[proba.argmax(axis=1)]
 
     def _summary_extra(self) -> dict:
         return {}

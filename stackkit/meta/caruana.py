@@ -23,8 +23,9 @@ from typing import ClassVar
 import numpy as np
 from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.utils._param_validation import Interval, StrOptions
-from sklearn.utils.validation import check_is_fitted
+from sklearn.utils.validation import check_is_fitted, validate_data
 
+from stackkit.meta.base import fit_input
 from stackkit.meta.features import N_CLASSES_CONSTRAINT
 from stackkit.metrics import EPS, macro_f1_from_counts, softmax
 
@@ -117,15 +118,7 @@ class CaruanaSelection(ClassifierMixin, BaseEstimator):
 
     def fit(self, X, y):
         self._validate_params()
-        X = _as_logits(X)
-        y = np.asarray(y)
-        if y.ndim != 1 or len(y) != len(X) or len(y) == 0:
-            raise ValueError(f"y has shape {y.shape}, expected ({len(X)},) to match X {X.shape}")
-        if not np.issubdtype(y.dtype, np.integer):
-            raise ValueError(f"y must hold integer labels, got dtype {y.dtype}")
-        c = len(np.unique(y)) if self.n_classes is None else int(self.n_classes)
-        if c < 1 or y.min() < 0 or y.max() >= c:
-            raise ValueError(f"labels must lie in [0, n_classes={c}), got [{y.min()}, {y.max()}]")
+        X, y, c = fit_input(self, X, y)  # y: class indices now; classes_ set
         P = run_probabilities(X, c)  # (n, R, C)
         n, n_runs = P.shape[:2]
         self._check_params(n_runs)
@@ -168,9 +161,6 @@ class CaruanaSelection(ClassifierMixin, BaseEstimator):
         self.trajectory_ = traj
         self.indices_ = np.asarray(indices)
         self.best_score_ = float(traj[best_step])
-        self.classes_ = np.arange(c)
-        self.n_runs_ = n_runs
-        self.n_features_in_ = X.shape[1]
         log.debug(
             "caruana: %s %.5f after %d of %d picks, weights %s",
             self.metric, self.best_score_, self.n_selected_, len(indices), np.round(self.weights_, 3),
@@ -179,19 +169,20 @@ class CaruanaSelection(ClassifierMixin, BaseEstimator):
 
     def predict_proba(self, X) -> np.ndarray:
         check_is_fitted(self, "weights_")
-        X = _as_logits(X)
-        if X.shape[1] != self.n_features_in_:
-            raise ValueError(
-                f"X has shape {X.shape}, expected {self.n_features_in_} columns "
-                f"({self.n_runs_} runs x {len(self.classes_)} classes)"
-            )
+        X = validate_data(self, X, dtype=np.float64, reset=False)
         used = np.flatnonzero(self.weights_)
         c = len(self.classes_)
         runs = X.reshape(len(X), -1, c)[:, used]
         return np.einsum("r,nrc->nc", self.weights_[used], softmax(runs))
 
     def predict(self, X) -> np.ndarray:
-        return self.predict_proba(X).argmax(axis=1)
+        proba = self.predict_proba(X)  # checks it is fitted first
+        return self.classes_[proba.argmax(axis=1)]
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.classifier_tags.poor_score = True  # a weighted vote: the runs' columns decide
+        return tags
 
     def summary_(self) -> dict:
         check_is_fitted(self, "weights_")
@@ -238,12 +229,3 @@ def _added_nll(mean_true: np.ndarray, p_true: np.ndarray, k: int, runs: np.ndarr
 def _nll(p_true: np.ndarray) -> np.ndarray:
     """Log loss of each column of true-class probabilities (n, m) -> (m,)."""
     return -np.log(np.clip(p_true, EPS, 1.0)).mean(axis=0)
-
-
-def _as_logits(X) -> np.ndarray:
-    X = np.asarray(X, dtype=np.float64)
-    if X.ndim != 2:
-        raise ValueError(f"X must be 2-D (n_samples, n_runs * n_classes), got shape {X.shape}")
-    if not np.isfinite(X).all():
-        raise ValueError("X holds non-finite logits")
-    return X

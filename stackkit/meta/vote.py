@@ -9,7 +9,7 @@ import numpy as np
 from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.utils.validation import check_is_fitted, validate_data
 
-from stackkit.meta.base import _check_y, _r
+from stackkit.meta.base import _r, fit_input
 from stackkit.meta.features import N_CLASSES_CONSTRAINT, split_runs
 from stackkit.metrics import softmax
 
@@ -27,10 +27,7 @@ class VoteLearner(ClassifierMixin, BaseEstimator):
 
     def fit(self, X, y):
         self._validate_params()
-        X, y = validate_data(self, X, y, dtype=np.float64)
-        y, c = _check_y(y, self.n_classes)
-        self.n_runs_ = split_runs(X, c).shape[1]
-        self.n_classes_, self.classes_ = c, np.arange(c)
+        fit_input(self, X, y)
         self.run_weights_ = np.full(self.n_runs_, 1.0 / self.n_runs_)
         return self
 
@@ -40,7 +37,13 @@ class VoteLearner(ClassifierMixin, BaseEstimator):
         return softmax(split_runs(X, self.n_classes_), axis=2).mean(axis=1)
 
     def predict(self, X) -> np.ndarray:
-        return self.predict_proba(X).argmax(axis=1)
+        proba = self.predict_proba(X)  # checks it is fitted first
+        return self.classes_[proba.argmax(axis=1)]
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.classifier_tags.poor_score = True  # it learns nothing: the runs' columns decide
+        return tags
 
     def summary_(self) -> dict:
         check_is_fitted(self)

@@ -431,8 +431,11 @@ def test_xgboost_constraints_match_xgboost(key):
         assert theirs or not ours, f"{key}={value}: accepted here, refused by xgboost"
 
 
-def test_check_params_before_work():
+def test_check_params_before_work(caplog):
     from stackkit.meta.registry import check_params
+
+    check_params({"rf": {"n_estimators": 7}}, ["lr"])  # a good value, but rf is not fitted
+    assert "rf is not among the learners fitted (lr): ignored" in caplog.text
 
     check_params({"knn": {"n_neighbors": 50}}, ["knn"], n_train=50)
     with pytest.raises(StackkitError, match=r"knn.n_neighbors=51: .* 50 rows"):

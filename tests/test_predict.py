@@ -76,6 +76,22 @@ def test_bias_offsets_are_applied_again(store):
     np.testing.assert_array_equal(ens.offsets, res.bias_offsets)
 
 
+def test_a_single_run_pick_needs_only_its_name_through_fit(store):
+    res = fit_ensemble(store, meta="runs", name="one-run", n_jobs=1)
+    assert res.selected.meta.startswith("run:")
+    assert sorted(p.name for p in (res.path / MODEL_DIR).iterdir()) == ["model.json"]
+    _check_parity(store, res)
+
+
+def test_a_blend_with_runs_among_its_components(store):
+    res = fit_ensemble(store, meta="vote,lr,runs,blend", name="br", n_jobs=1)
+    res.learner, res.test_proba = refit("blend", res.candidates, res.runset, None, 1)
+    res.selected = next(c for c in res.candidates if c.meta == "blend")
+    write_ensemble(store, res, None, None)
+    ens = _check_parity(store, res)
+    assert any(m.startswith("run:") for m in ens.learner.weights)  # a run weighted in the mix
+
+
 def test_a_single_run_pick_needs_only_its_name(store, tmp_path):
     rs = store.load_runs(None, store.read_folds())
     ens = Ensemble(tmp_path, f"run:{rs.names[1]}", rs.names, rs.hashes, 18, [], None, None)

@@ -134,6 +134,7 @@ class Ensemble:
         """(R, K, m, C) logits of every run's fold models on ``paths``, and the positions of the
         images that could not be decoded (skipped; without ``skip_bad_images`` the first is an
         error). ``options`` (device, batch_size) go to the run predictors."""
+        check_runs(self)
         store, out, bad = self.store, [], set()
         for run in self.runs:
             framework, predictor = run_predictor(store, run)
@@ -323,7 +324,6 @@ def predict_images(
     default ``<artifacts>/predictions/<ensemble>/submission.csv``) and the per-class
     probabilities beside it (same name, ``.parquet``), both or neither."""
     ens = load_ensemble(store.ensemble_dir(ensemble))
-    check_runs(ens)
     images = list_images(data)
     out = Path(out) if out is not None else store.root / "predictions" / ens.name / "submission.csv"
     proba_path = out.with_suffix(".parquet")

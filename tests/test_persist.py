@@ -70,6 +70,18 @@ def test_a_class_without_training_rows_stays_at_zero(tmp_path, data):
     assert np.all(p[:, 2] == 0) and np.allclose(p, est.predict_proba(Xt), atol=1e-12)
 
 
+def test_labels_that_are_not_integers_come_back_as_they_were(tmp_path, data):
+    X, y, Xt = data
+    est = make_learner("lr", n_classes=C).fit(X, y)
+    est.classes_ = np.array([f"class {c}" for c in range(C)], dtype=object)
+    est.tags_ = {1: ("a", np.int16(3)), "b": [np.float32(0.5), None]}
+    save_learner(est, tmp_path / "m")
+    back = load_learner(tmp_path / "m")
+    assert back.classes_.dtype == object and list(back.classes_) == list(est.classes_)
+    assert back.tags_ == est.tags_ and type(back.tags_[1][1]) is np.int16
+    np.testing.assert_array_equal(back.predict_proba(Xt), est.predict_proba(Xt))
+
+
 def test_a_planted_pickle_is_refused(tmp_path, data):
     X, y, _ = data
     save_learner(make_learner("lr", n_classes=C).fit(X, y), tmp_path / "m")

@@ -185,3 +185,13 @@ def test_skip_bad_images_leaves_them_out(tmp_path, copy):
     info = pd.read_csv(data2 / "eval" / "info.csv")
     assert len(sub) == len(info) - 1 and info["ImageID"][3] not in set(sub["ImageID"])
     assert "skipped 1" in r.output
+
+
+def test_from_python_a_run_without_models_is_refused_by_name(copy):
+    from stackkit.contract.errors import StackkitError
+
+    data, art = copy
+    _drop_models(art, data)
+    ens = load_ensemble(art / "ensembles" / "auto")
+    with pytest.raises(StackkitError, match=r"run\(s\) test_resnet have no saved models"):
+        ens.predict_proba(data / "eval")

@@ -98,3 +98,30 @@ def test_fold_test_features_are_run_major(runset):
     r, c = len(runset.names), runset.folds.n_classes
     np.testing.assert_array_equal(Xt[:, c : 2 * c], runset.test[1, 2])
     assert Xt.shape == (len(runset.test_ids), r * c)
+
+
+def test_the_recipe_redone_per_fold_is_the_one_fit_recorded(tmp_path, small_case):
+    """pseudo-label redoes the pick per fold; its fold-k blend weights are exactly those fit
+    recorded in ensemble.json's per_fold (chosen without fold k). (The fold-k bias offsets are
+    checked against cross_val_bias above.)"""
+    import json
+
+    from stackkit.contract.store import Store
+    from stackkit.fit import fit_ensemble
+
+    s = Store(tmp_path / "artifacts")
+    small_case.write(s)
+    fit_ensemble(
+        s, meta="vote,lr,blend", name="b", params=LR, tune_bias=True, use_cache=False, n_jobs=1
+    )
+    info = json.loads((s.ensemble_dir("b") / "ensemble.json").read_text())
+    assert info["meta"] == "blend", info["meta"]
+    rs = s.load_runs(None, s.read_folds())
+    got: dict = {}
+    fold_test_proba(rs, "blend", LR, info["params"]["candidates"], info["bias_offsets"] is not None,
+                    details=got)  # fmt: skip
+    rec = info["per_fold"]
+    assert len(got["blend_weights"]) == 5
+    for a, b in zip(got["blend_weights"], rec["blend_weights"]):
+        assert a.keys() == b.keys()
+        assert all(abs(a[m] - b[m]) < 1e-12 for m in a)

@@ -98,11 +98,14 @@ def fold_test_proba(
     components: Sequence[str] = (),
     bias: bool = False,
     n_jobs: int = 1,
+    details: dict | None = None,
 ) -> np.ndarray:
     """(K, n_test, C) probabilities: row ``k`` from the procedure fitted without fold k's labels.
 
     ``meta`` is the ensemble's selected candidate; ``components`` the candidates a ``blend``
-    mixes; ``bias``: whether the ensemble applied per-class offsets.
+    mixes; ``bias``: whether the ensemble applied per-class offsets. ``details``, when given, is
+    filled with what was decided without each fold (``blend_weights``, ``bias_offsets``), in the
+    form ``ensemble.json``'s ``per_fold`` records them.
     """
     from stackkit.cv.blend import _stack
     from stackkit.meta.bias import cross_val_bias
@@ -122,12 +125,17 @@ def fold_test_proba(
             held = f == k
             sel = CaruanaSelection(n_classes=c).fit(L[~held], y[~held])
             oof[held] = sel.predict_proba(L[held])
+            if details is not None:
+                weights = {m: float(w) for m, w in zip(names, sel.weights_) if w > 0}
+                details.setdefault("blend_weights", []).append(weights)
             test[i] = sel.predict_proba(_stack([comp[m][1][i] for m in names]))
     else:
         oof, test = _components(runset, [meta], params or {}, n_jobs)[meta]
     if bias:
         lp = np.log(np.clip(oof, metrics.EPS, None))
         _, offsets = cross_val_bias(lp, y, f)
+        if details is not None:
+            details["bias_offsets"] = [[float(v) for v in row] for row in offsets]
         for i in range(len(folds)):
             test[i] = metrics.softmax(
                 np.log(np.clip(test[i], metrics.EPS, None)) + offsets[i], axis=-1

@@ -70,6 +70,18 @@ def test_a_class_without_training_rows_stays_at_zero(tmp_path, data):
     assert np.all(p[:, 2] == 0) and np.allclose(p, est.predict_proba(Xt), atol=1e-12)
 
 
+@pytest.mark.parametrize(("meta", "params"), LEARNERS[:5] + LEARNERS[6:7] + LEARNERS[8:])
+def test_learners_fitted_on_label_names_round_trip(tmp_path, data, meta, params):
+    X, y, Xt = data
+    names = np.array([f"c{c}" for c in range(C)], dtype=object)[y]
+    est = make_learner(meta, n_classes=None, params=params).fit(X, names)
+    save_learner(est, tmp_path / "m")
+    back = load_learner(tmp_path / "m")
+    assert list(back.classes_) == list(est.classes_) == [f"c{c}" for c in range(C)]
+    np.testing.assert_array_equal(back.predict_proba(Xt), est.predict_proba(Xt))
+    np.testing.assert_array_equal(back.predict(Xt), est.predict(Xt))
+
+
 def test_labels_that_are_not_integers_come_back_as_they_were(tmp_path, data):
     X, y, Xt = data
     est = make_learner("lr", n_classes=C).fit(X, y)

@@ -23,7 +23,8 @@ from stackkit.contract.errors import StackkitError
 
 CONFIG_DIR = Path(__file__).parent / "configs"
 DEFAULT_SEED = 42  # the same default as `stackkit folds --seed`
-TTA_VIEWS = ("identity", "hflip")  # averaged in logit space, on OOF and test rows alike
+TTA_VIEWS = ("identity", "hflip")  # the default views (default.yaml's tta)
+TTA_CHOICES = ("identity", "hflip", "zoom90", "zoom90_hflip")  # base_models.loop.VIEWS
 CHOICES = {
     "optimizer": ("adamw", "sgd"),
     "loss": ("ce", "focal"),
@@ -115,7 +116,37 @@ def resolve_config(model: str, overrides: dict, config_file: str | Path | None =
     if isinstance(frac, bool) or not isinstance(frac, (int, float)) or not 0 < frac < 1:
         raise StackkitError(f"inner_fraction must be a number in (0, 1), got {frac!r}")
     cfg["inner_fraction"] = float(frac)
+    _check_recipes(cfg)
     return cfg
+
+
+def _number(cfg: dict, key: str, lo: float, hi: float, hi_open: bool = False) -> float:
+    v = cfg[key]
+    ok = isinstance(v, (int, float)) and not isinstance(v, bool) and lo <= v <= hi
+    if not ok or (hi_open and v == hi):
+        raise StackkitError(
+            f"{key} must be a number in [{lo:g}, {hi:g}{')' if hi_open else ']'}, got {v!r}"
+        )
+    return float(v)
+
+
+def _check_recipes(cfg: dict) -> None:
+    """Mixup/CutMix, EMA and TTA keys (issue 15), each refused in one line when out of range."""
+    for key in ("mixup_alpha", "cutmix_alpha"):
+        cfg[key] = _number(cfg, key, 0, 100)
+    cfg["mix_prob"] = _number(cfg, "mix_prob", 0, 1)
+    cfg["ema_decay"] = _number(cfg, "ema_decay", 0, 1, hi_open=True)
+    off = cfg["mix_off_epoch"]
+    if isinstance(off, bool) or not isinstance(off, int) or off < 0:
+        raise StackkitError(f"mix_off_epoch must be an integer >= 0 (0: never), got {off!r}")
+    tta = cfg["tta"]
+    if isinstance(tta, str):
+        tta = [tta]
+    if not isinstance(tta, list) or not tta or any(v not in TTA_CHOICES for v in tta):
+        raise StackkitError(
+            f"tta must be a list of views among {', '.join(TTA_CHOICES)}, got {cfg['tta']!r}"
+        )
+    cfg["tta"] = list(dict.fromkeys(tta))
 
 
 def config_hash(obj: dict) -> str:

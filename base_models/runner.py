@@ -34,7 +34,6 @@ import stackkit
 from base_models import shards
 from base_models.config import (
     DEFAULT_SEED,
-    TTA_VIEWS,
     config_hash,
     cpu_count,
     default_workers,
@@ -451,9 +450,10 @@ def _run_fold(job: Job, split: Split, cache) -> None:
     loader = _loaders(job, cache.path, k)
     chosen, train_pos, inner = _fit_fold(job, net, norm, loader, split)
     oof_pos = np.flatnonzero(t.fold == k)
-    oof = _predict(net, loader(oof_pos, False), norm, t, oof_pos, f"fold {k} OOF")
+    views = tuple(job.cfg["tta"])  # the same views for OOF and test rows (the contract)
+    oof = _predict(net, loader(oof_pos, False), norm, t, oof_pos, views, f"fold {k} OOF")
     test = _predict(
-        net, loader(t.test_positions, False), norm, t, t.test_positions, f"fold {k} test"
+        net, loader(t.test_positions, False), norm, t, t.test_positions, views, f"fold {k} test"
     )
     f1 = metrics.macro_f1(t.labels[oof_pos], oof.argmax(1), job.folds.n_classes)
     record = {
@@ -469,7 +469,7 @@ def _run_fold(job: Job, split: Split, cache) -> None:
     models = job.run_dir / MODELS_DIR
     if job.save_models:
         save_fold_model(models, k, net, model=job.model, dcfg=job.dcfg, classes=job.folds.classes,
-                        n_folds=job.folds.n_folds, config_hash=job.hash)  # fmt: skip
+                        n_folds=job.folds.n_folds, config_hash=job.hash, tta=views)  # fmt: skip
     else:  # never leave another config's weights where this fold's would be
         (models / fold_file(k)).unlink(missing_ok=True)
     shards.write_shard(job.run_dir, k, oof_df, test_df, record)  # the commit, after the model
@@ -510,7 +510,7 @@ def _fit_fold(job: Job, net, norm, loader, split: Split):
     tb = job.run_dir / "tb" / f"fold_{split.fold}"
     shutil.rmtree(tb, ignore_errors=True)  # a retrained fold replaces its curves
     with SummaryWriter(log_dir=str(tb)) as writer:
-        chosen = fit(net, train_dl, norm, job.cfg, writer, split.fold, select, monitor)
+        chosen = fit(net, train_dl, norm, job.cfg, writer, split.fold, select, monitor, c)
     return chosen, train_pos, inner
 
 
@@ -532,8 +532,8 @@ def _loaders(job: Job, cache_path: Path, fold: int):
     return make
 
 
-def _predict(net, dl, norm, table: ImageTable, positions: np.ndarray, desc: str) -> np.ndarray:
-    z = predict(net, dl, norm, TTA_VIEWS, desc=desc)
+def _predict(net, dl, norm, table: ImageTable, positions: np.ndarray, views, desc: str):
+    z = predict(net, dl, norm, views, desc=desc)
     z[~table.usable[positions]] = 0.0  # unreadable image: a uniform distribution, not a guess
     return z
 
@@ -567,7 +567,8 @@ def _write_run(store: Store, run: str, job: Job, resolved: dict) -> None:
     bad = np.flatnonzero(~t.usable)
     info = {
         "run": run, "model": job.model, "classes": list(job.folds.classes), "n_folds": job.folds.n_folds,
-        "folds_hash": job.folds.hash, "seed": job.seed, "tta": list(TTA_VIEWS),
+        "folds_hash": job.folds.hash, "seed": job.seed, "tta": list(job.cfg["tta"]),
+        "recipe": _recipe(job.cfg),
         "metrics": _run_metrics(job, oof, records), "created": pd.Timestamp.now(tz="UTC").isoformat(),
         "versions": {"python": platform.python_version(), "torch": torch.__version__,
                      "timm": timm.__version__, "stackkit": stackkit.__version__},
@@ -583,6 +584,18 @@ def _write_run(store: Store, run: str, job: Job, resolved: dict) -> None:
     m = info["metrics"]
     log.info("run %s: OOF macro-F1 %.4f, accuracy %.4f, log loss %.4f", run,
              m["oof_macro_f1"], m["oof_accuracy"], m["oof_log_loss"])  # fmt: skip
+
+
+def _recipe(cfg: dict) -> dict:
+    """The training recipes of issue 15 as run.json records them (null: off)."""
+    mix = cfg["mixup_alpha"] > 0 or cfg["cutmix_alpha"] > 0
+    return {
+        "mix": {k: cfg[k] for k in ("mixup_alpha", "cutmix_alpha", "mix_prob", "mix_off_epoch")}
+        if mix else None,
+        "ema": {"decay": cfg["ema_decay"], "predictions_from": "ema weights"}
+        if cfg["ema_decay"] > 0 else None,
+        "tta": list(cfg["tta"]),
+    }  # fmt: skip
 
 
 def _saved_models(job: Job) -> str | None:

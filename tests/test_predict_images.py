@@ -195,3 +195,41 @@ def test_from_python_a_run_without_models_is_refused_by_name(copy):
     ens = load_ensemble(art / "ensembles" / "auto")
     with pytest.raises(StackkitError, match=r"run\(s\) test_resnet have no saved models"):
         ens.predict_proba(data / "eval")
+
+
+def test_a_plain_folder_and_a_manifest_predict_the_same(tmp_path, fitted):
+    data, art, res = fitted
+    plain = tmp_path / "plain"
+    shutil.copytree(data / "eval" / "images", plain)
+    (plain / ".hidden.jpg").write_bytes(b"junk")  # hidden files are not images to predict
+    out = tmp_path / "p" / "sub.csv"
+    r = _predict(art, plain, out)
+    assert r.exit_code == 0, r.output
+    ids = res.runset.test_ids  # the eval ImageIDs are the file names
+    assert np.abs(_proba(out.with_suffix(".parquet"), ids) - _proba(
+        res.path / "test_proba.parquet", ids)).max() < 1e-4  # fmt: skip
+    assert list(pd.read_csv(out).columns) == ["sample_id", "label"]
+    man = tmp_path / "man"
+    shutil.copytree(plain, man / "img")
+    pd.DataFrame({"path": [f"img/{i}" for i in ids], "sample_id": [f"s{j}" for j in range(len(ids))]}
+                 ).to_csv(man / "test.csv", index=False)  # fmt: skip
+    out2 = tmp_path / "m" / "sub.csv"
+    assert _predict(art, man, out2).exit_code == 0
+    got = pd.read_parquet(out2.with_suffix(".parquet"))
+    assert list(got["sample_id"]) == [f"s{j}" for j in range(len(ids))]
+    np.testing.assert_allclose(got.filter(like="prob_").to_numpy(np.float64),
+                               _proba(out.with_suffix(".parquet"), ids), atol=1e-6)  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("make", "message"),
+    [
+        (lambda d: d.mkdir(), r"no images \(\.jpg, \.jpeg, \.png\), no info\.csv, no test\.csv"),
+        (lambda d: None, r"data folder not found"),
+    ],
+)
+def test_a_folder_without_images_is_one_line(tmp_path, fitted, make, message):
+    _, art, _ = fitted
+    make(tmp_path / "empty")
+    r = _predict(art, tmp_path / "empty", tmp_path / "sub.csv")
+    assert r.exit_code == 1 and re.search(message, r.output) and "\n" not in r.output.strip()

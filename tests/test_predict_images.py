@@ -131,6 +131,11 @@ def _five_classes(art, data):
         save_file(state, d / fold_file(k))
 
 
+def _changed_run(art, data):
+    f = art / "runs" / MODELS[1] / "test.parquet"
+    pd.read_parquet(f).to_parquet(f, compression="gzip")  # same rows, other bytes: another hash
+
+
 def _bad_image(art, data):
     (data / "eval" / "images" / sorted((data / "eval" / "images").iterdir())[3].name).write_bytes(
         b"not an image"
@@ -153,6 +158,7 @@ def _pickle(art, data):
         (_other_model, r"fold_0\.safetensors: (lacks|has unknown) tensor"),
         (_wrong_shape, r"tensor 'fc\.weight' has shape \(5, \d+\)"),
         (_five_classes, r"run 'test_resnet': its models predict 5 classes, ensemble 'auto' was"),
+        (_changed_run, r"run\(s\) test_efficientnet changed since the fit; fit again"),
         (_bad_image, r"\.jpg: cannot be decoded as an image"),
         (_pickle, r"(not a numpy archive without pickles|not valid JSON)"),
     ],

@@ -234,12 +234,21 @@ def check_runs(ens: Ensemble) -> None:
         raise StackkitError(
             f"ensemble {ens.name!r}: run(s) {', '.join(changed)} changed since the fit; fit again"
         )
-    bare = [r for r in ens.runs if not (store.run_dir(r) / RUN_MODELS / RUN_MODEL_FILE).is_file()]
+    bare = [r for r in ens.runs if not _has_models(store, r)]
     if bare:
         raise StackkitError(
             f"ensemble {ens.name!r}: run(s) {', '.join(bare)} have no saved models "
             f"(runs/<run>/{RUN_MODELS}/; imported, or trained with --no-save-models)"
         )
+
+
+def _has_models(store: Store, run: str) -> bool:
+    """models/model.json is there and run.json does not say a fold's model is missing (its
+    ``models`` is null when any fold was trained with --no-save-models)."""
+    info = read_json(store.run_dir(run) / schema.RUN_FILE, f"run {run!r}")
+    if isinstance(info, dict) and "models" in info and info["models"] is None:
+        return False
+    return (store.run_dir(run) / RUN_MODELS / RUN_MODEL_FILE).is_file()
 
 
 # --------------------------------------------------------------------------------------------

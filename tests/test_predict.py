@@ -104,9 +104,11 @@ def test_the_model_folder_holds_no_pickle(store):
     model = res.path / MODEL_DIR
     doc = json.loads((model / "model.json").read_text())
     assert doc["meta"] == "lr" and doc["runs"] == res.runset.names and doc["n_classes"] == 18
-    for f in model.rglob("*"):
-        if f.is_file():
-            assert b"pickle" not in f.read_bytes() and not f.read_bytes().startswith(b"\x80")
+    files = sorted(str(f.relative_to(model)) for f in model.rglob("*") if f.is_file())
+    assert files == ["learner/arrays.npz", "learner/learner.json", "model.json"]
+    json.loads((model / "learner" / "learner.json").read_text())
+    with np.load(model / "learner" / "arrays.npz", allow_pickle=False) as z:  # a zip of .npy
+        assert all(not z[k].dtype.hasobject for k in z.files)
 
 
 def test_logits_of_the_wrong_shape_are_refused(store):

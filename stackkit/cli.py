@@ -23,6 +23,9 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    # click's plain help: typer 0.29's rich panels print a type after every option, flags
+    # included (`--force <bool>`, even `--help <bool>`), and ignore a flag's metavar
+    rich_markup_mode=None,
 )
 
 ArtifactsOpt = Annotated[
@@ -44,12 +47,16 @@ def split_names(value: str | None) -> list[str] | None:
 
 
 def expected_errors(fn):
-    """Turn a StackkitError into one line on stderr and exit code 1 (no traceback)."""
+    """Turn a StackkitError into one line on stderr and exit code 1 (no traceback); while the
+    command runs, log lines go through tqdm so that they print above a progress bar, not glued
+    onto it."""
+    from tqdm.contrib.logging import logging_redirect_tqdm
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
         try:
-            return fn(*args, **kwargs)
+            with logging_redirect_tqdm():
+                return fn(*args, **kwargs)
         except StackkitError as exc:
             typer.echo(f"error: {exc}", err=True)
             raise typer.Exit(1) from None
@@ -66,12 +73,23 @@ def main_callback(
     logging.basicConfig(
         level=level, format="%(levelname).1s %(name)s: %(message)s", stream=sys.stderr, force=True
     )
+    # third-party chatter is not ours to show: matplotlib's font-cache and cache-dir lines
+    # ("generated new fontManager", "building the font cache") in `stackkit report`
+    logging.getLogger("matplotlib").setLevel(logging.ERROR)
+
+
+def print_table(rows, columns, title: str | None = None) -> None:
+    """A summary table on stdout, drawn by rich as plain text (stackkit.tables)."""
+    from stackkit.tables import format_table
+
+    print(format_table(rows, columns, title))
 
 
 ParamOpt = Annotated[
     Optional[list[str]],  # noqa: UP045
     typer.Option(
         "--param",
+        metavar="LEARNER.NAME=VALUE",
         help="A meta learner parameter, LEARNER.NAME=VALUE (repeatable), e.g. rf.n_estimators=300.",
     ),
 ]
@@ -205,7 +223,6 @@ def fit_cmd(
     """Cross-validate meta learners over the stored runs, pick one, write ensembles/NAME/."""
     from stackkit.contract.store import Store
     from stackkit.fit import fit_ensemble
-    from stackkit.tables import format_table
 
     _check_n_jobs(n_jobs)
     res = fit_ensemble(
@@ -230,7 +247,7 @@ def fit_cmd(
         "without that fold)"
     )
     print(f"{len(res.runset.names)} runs: {', '.join(res.runset.names)}")
-    print(format_table(rows, CANDIDATE_COLUMNS))
+    print_table(rows, CANDIDATE_COLUMNS)
     line = f"picked {res.selected.meta}: CV macro-F1 {res.selected.scores['macro_f1']:.4f}"
     if len(res.candidates) > 1:
         line += f" (the best of {len(res.candidates)} on the same rows: optimistic by selection)"
@@ -277,7 +294,6 @@ def leaderboard_cmd(
     """Every run and every meta candidate over the chosen runs, with leave-one-run-out."""
     from stackkit.contract.store import Store
     from stackkit.leaderboard import leaderboard
-    from stackkit.tables import format_table
 
     _check_n_jobs(n_jobs)
     if compare is not None:
@@ -295,26 +311,10 @@ def leaderboard_cmd(
         use_cache=not no_cache,
         exclude=split_names(exclude),
     )
-    print("runs (own OOF predictions)")
-    loro = f"without it ({board.loro_meta})" if board.loro_meta else "loro"
-    print(
-        format_table(
-            board.runs,
-            [
-                ("run", "run", ""),
-                ("model", "model", ""),
-                ("oof_macro_f1", "macro-F1", ".4f"),
-                ("macro_f1_std", "± folds", ".4f"),
-                ("oof_accuracy", "accuracy", ".4f"),
-                ("oof_log_loss", "log loss", ".4f"),
-                ("loro_delta", f"loss {loro}", "+.4f"),
-            ],
-        )
-    )
+    print_table(board.runs, run_columns(board.loro_meta), "runs (own OOF predictions)")
     print()
-    print("meta candidates (cross-validated over the stored folds)")
     rows = [dict(r.row(), pick="<- best" if r is board.best else "") for r in board.candidates]
-    print(format_table(rows, CANDIDATE_COLUMNS))
+    print_table(rows, CANDIDATE_COLUMNS, "meta candidates (cross-validated over the stored folds)")
     if len(board.candidates) > 1:
         print(
             f"an ensemble fitted on these candidates: honest estimate {board.estimate.macro_f1:.4f}"
@@ -323,13 +323,27 @@ def leaderboard_cmd(
         )
 
 
+def run_columns(loro_meta: str | None) -> list[tuple[str, str, str]]:
+    """The leaderboard's run table; the leave-one-run-out column only when it was computed."""
+    columns = [
+        ("run", "run", ""),
+        ("model", "model", ""),
+        ("oof_macro_f1", "macro-F1", ".4f"),
+        ("macro_f1_std", "± folds", ".4f"),
+        ("oof_accuracy", "accuracy", ".4f"),
+        ("oof_log_loss", "log loss", ".4f"),
+    ]
+    if loro_meta is not None:
+        columns.append(("loro_delta", f"macro-F1 lost without it ({loro_meta})", "+.4f"))
+    return columns
+
+
 @app.command("runs")
 @expected_errors
 def runs_cmd(artifacts: ArtifactsOpt = None) -> None:
     """Every folder under runs/: complete, folds done of K, made on other folds, or not a run."""
     from stackkit.contract.inventory import survey
     from stackkit.contract.store import Store
-    from stackkit.tables import format_table
 
     store = Store(artifacts)
     states = survey(store, store.read_folds())
@@ -343,7 +357,7 @@ def runs_cmd(artifacts: ArtifactsOpt = None) -> None:
     ]  # fmt: skip
     columns = [("run", "run", ""), ("state", "state", ""), ("folds", "folds", ""),
                ("size", "size", ""), ("detail", "", "")]  # fmt: skip
-    print(format_table(rows, columns))
+    print_table(rows, columns)
     usable = sum(s.usable for s in states)
     print(f"{usable} of {len(states)} run folders are complete runs on folds.parquet")
 
@@ -435,7 +449,11 @@ def pseudo_label_cmd(
     ] = None,
     class_threshold: Annotated[
         Optional[list[str]],  # noqa: UP045
-        typer.Option("--class-threshold", help="CLASS=T: this class's own threshold (repeatable)."),
+        typer.Option(
+            "--class-threshold",
+            metavar="CLASS=T",
+            help="CLASS=T: this class's own threshold (repeatable).",
+        ),
     ] = None,
     balance: Annotated[
         bool,
@@ -453,7 +471,6 @@ def pseudo_label_cmd(
     """Choose confident test samples of an ensemble: writes pseudo/NAME/pseudo.parquet."""
     from stackkit.contract.store import Store
     from stackkit.pseudo import parse_class_thresholds, pseudo_label
-    from stackkit.tables import format_table
 
     res = pseudo_label(
         Store(artifacts),
@@ -465,11 +482,7 @@ def pseudo_label_cmd(
         name=name,
         force=force,
     )
-    rows = [
-        {k: (None if isinstance(v, float) and v != v else v) for k, v in r.items()}
-        for r in res.table.to_dict("records")
-    ]
-    print(format_table(rows, PSEUDO_COLUMNS))
+    print_table(res.table.to_dict("records"), PSEUDO_COLUMNS)
     per_fold = ", ".join(
         f"fold {f}: {n}" for f, n in zip(res.per_fold["fold"], res.per_fold["chosen"])
     )

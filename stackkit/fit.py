@@ -34,7 +34,7 @@ from stackkit.contract.store import RunSet, Store, atomic_dir, write_json, write
 from stackkit.cv import stacking
 from stackkit.cv.blend import BLEND, Blend, cross_val_blend
 from stackkit.cv.cache import CVCache, entry_key, inputs_key
-from stackkit.cv.engine import check_engine, parallel_backend, warm_local_workers
+from stackkit.cv.engine import check_engine, warm_local_workers
 from stackkit.cv.estimate import (
     CANDIDATES_FILE,
     ESTIMATE_FILE,
@@ -229,7 +229,7 @@ def fit_ensemble(
     X_test = stacking.test_features(runset) if prefit else None
     candidates = cross_validate(runset, metas, params, n_jobs, use_cache, engine, X_test)
     selected = stacking.choose(candidates)
-    log.info("selected %s (CV macro-F1 %.4f)", selected.meta, selected.scores["macro_f1"])
+    log.debug("selected %s (CV macro-F1 %.4f)", selected.meta, selected.scores["macro_f1"])
     honest = estimate(candidates, y, f, c, tune_bias)
     written = as_written(honest.proba)  # scored as estimate_oof_proba.parquet holds it
     honest = replace(honest, proba=written, macro_f1=metrics.macro_f1(y, written.argmax(1), c))
@@ -302,8 +302,6 @@ def refit(meta: str, candidates, runset: RunSet, params=None, n_jobs=None, X_tes
     chosen on every row and each weighted candidate refitted. Refits already made in the CV pool
     (``CVResult.refit``) are reused; the rest run in parallel, the costliest first. A run
     (``run:<name>``) needs no fit: its test probabilities are its fold-averaged ones."""
-    from joblib import Parallel, delayed
-
     from stackkit.meta.defaults import RELATIVE_COST
     from stackkit.meta.registry import make_learner
 
@@ -323,10 +321,10 @@ def refit(meta: str, candidates, runset: RunSet, params=None, n_jobs=None, X_tes
     todo = sorted((m for m in needed if m not in have), key=lambda m: -RELATIVE_COST.get(m, 1.0))
     if todo:
         jobs = min(len(todo), effective_jobs(resolve_n_jobs(n_jobs, X)))
-        make = [make_learner(m, n_classes=c, params=(params or {}).get(m)) for m in todo]
-        with parallel_backend("local"):
-            fitted = Parallel(n_jobs=jobs)(delayed(est.fit)(X, y) for est in make)
-        have.update({m: (est, est.predict_proba(Xt)) for m, est in zip(todo, fitted)})
+        ests = {m: make_learner(m, n_classes=c, params=(params or {}).get(m)) for m in todo}
+        tasks = [stacking.Task((m, "refit"), m, np.arange(len(y)), None) for m in todo]
+        done = stacking.run_tasks(tasks, ests, X, y, jobs, "local", X_test=Xt)
+        have.update({m: (done[(m, "refit")][3], done[(m, "refit")][1]) for m in todo})
     if blend is None:
         return have[meta]
     blend.learners = {m: have[m][0] for m in needed}
@@ -452,7 +450,7 @@ def write_ensemble(store: Store, res: FitResult, params: dict | None, command) -
             from stackkit.predict import write_model
 
             write_model(tmp / "model", res.selected.meta, res.learner, rs, res.bias_offsets)
-    log.info("wrote %s", res.path)
+    log.debug("wrote %s", res.path)
     return res.path
 
 

@@ -306,7 +306,7 @@ def pseudo_label(
         "rows_hash": rows_hash(frame),
     }
     path = store.write_pseudo(name, frame, meta, folds.n_classes)
-    log.info(
+    log.debug(
         "pseudo set %r: %d rows over %d folds (%d test samples) from ensemble %r -> %s",
         name, len(frame), len(per_fold), len(ids), ensemble, path,
     )  # fmt: skip

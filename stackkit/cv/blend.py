@@ -54,8 +54,8 @@ def cross_val_blend(candidates: Sequence, y: np.ndarray, fold_ids: np.ndarray, n
         fold_weights.append({r.meta: float(w) for r, w in zip(candidates, sel.weights_) if w > 0})
     scores = metrics.scores(y, out, fold_ids)
     seconds = time.perf_counter() - t0
-    log.info("%-8s CV macro-F1 %.4f (± %.4f over folds) over %d candidates",
-             BLEND, scores["macro_f1"], scores["macro_f1_std"], len(candidates))  # fmt: skip
+    log.debug("%-8s CV macro-F1 %.4f (± %.4f over folds) over %d candidates",
+              BLEND, scores["macro_f1"], scores["macro_f1_std"], len(candidates))  # fmt: skip
     return CVResult(BLEND, out, scores, seconds, extra={"fold_weights": fold_weights})
 
 

@@ -92,7 +92,7 @@ def estimate(
         out[held] = proba
         picks.append(pick.meta)
     f1 = metrics.macro_f1(y, out.argmax(axis=1), n_classes)
-    log.info("honest estimate %.4f (per-fold picks: %s)", f1, ", ".join(picks))
+    log.debug("honest estimate %.4f (per-fold picks: %s)", f1, ", ".join(picks))
     return Estimate(f1, out, picks, applied if tune_bias else None)
 
 

@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import logging
 import time
+import warnings
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -45,12 +47,26 @@ def test_features(runset: RunSet) -> np.ndarray:
 
 def _fit_predict(est, X, y, train, test, tag=None, X_test=None):
     """Fit on rows ``train``; predict rows ``test`` of X, or (``test`` None) all of ``X_test``
-    and hand the fitted estimator back too."""
+    and hand the fitted estimator back too. Warnings raised by the fit (scikit-learn's
+    ConvergenceWarning, say) come back as their first lines instead of printing from a worker;
+    :func:`run_tasks` logs each once."""
     t0 = time.perf_counter()
-    est = clone(est).fit(X[train], y[train])
-    if test is None:
-        return tag, None, est.predict_proba(X_test), time.perf_counter() - t0, est
-    return tag, test, est.predict_proba(X[test]), time.perf_counter() - t0, None
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        est = clone(est).fit(X[train], y[train])
+        proba = est.predict_proba(X[test] if test is not None else X_test)
+    said = sorted({_first_line(w) for w in caught if not _for_developers(w.category)})
+    seconds = time.perf_counter() - t0
+    return tag, test, proba, seconds, (est if test is None else None), said
+
+
+def _first_line(w: warnings.WarningMessage) -> str:
+    return str(w.message).strip().splitlines()[0].rstrip(":") if str(w.message).strip() else ""
+
+
+def _for_developers(category: type[Warning]) -> bool:
+    """Deprecations are for whoever maintains this code, not for the person running a fit."""
+    return issubclass(category, (DeprecationWarning, PendingDeprecationWarning, FutureWarning))
 
 
 def cross_val_proba(
@@ -110,9 +126,10 @@ def run_tasks(
     from stackkit.meta.defaults import RELATIVE_COST
 
     order = sorted(tasks, key=lambda t: -RELATIVE_COST.get(t.meta, 1.0) * len(t.train))
+    metas = {t.tag: t.meta for t in tasks}
     if engine != "local" and n_jobs == 1:
         n_jobs = -1
-    out = {}
+    out, said = {}, Counter()
     with parallel_backend(engine):
         # Ray's joblib backend returns only whole lists (progress then comes at the end)
         ret = "generator_unordered" if engine == "local" else "list"
@@ -120,10 +137,14 @@ def run_tasks(
             delayed(_fit_predict)(estimators[t.meta], X, y, t.train, t.test, t.tag, X_test)
             for t in order
         )
-        for tag, test, proba, seconds, est in parts:
+        for tag, test, proba, seconds, est, lines in parts:
             out[tag] = (test, proba, seconds, est)
+            said.update((metas[tag], line) for line in lines)
             if progress is not None:
                 progress(tag)
+    fits = Counter(t.meta for t in tasks)
+    for (meta, line), n in sorted(said.items()):
+        log.warning("%s: %d of %d fits warned: %s", meta, n, fits[meta], line)
     return out
 
 
@@ -166,8 +187,8 @@ def cross_val_many(
                 proba[test] = p
                 seconds += s
         scores = metrics.scores(y, proba, fold_ids)
-        log.info("%-8s CV macro-F1 %.4f (± %.4f over folds), fits %.1fs",
-                 m, scores["macro_f1"], scores["macro_f1_std"], seconds)  # fmt: skip
+        log.debug("%-8s CV macro-F1 %.4f (± %.4f over folds), fits %.1fs",
+                  m, scores["macro_f1"], scores["macro_f1_std"], seconds)  # fmt: skip
         refit = None
         if X_test is not None:
             _, test_proba, _, fitted = done[(m, "refit")]
@@ -275,7 +296,7 @@ def nested_cv(
         else:
             needed = [picks[k].meta]
         final += [Task((k, m), m, rows(inner), rows(~inner)) for m in needed if not is_run(m)]
-        log.info("nested: outer fold %d picked %s", k, picks[k].meta)
+        log.debug("nested: outer fold %d picked %s", k, picks[k].meta)
     refits = run_tasks(final, ests, X, y, n_jobs, engine, progress)
     for k in outer:  # a run predicts the outer fold with its own OOF rows
         refits.update({(k, m): (None, run_proba(m, fold_ids == k)) for m in runs})

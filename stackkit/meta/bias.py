@@ -210,7 +210,7 @@ def cross_val_bias(log_proba, y, fold_ids, **params) -> tuple[np.ndarray, np.nda
         offsets[i] = tuner.offsets_
     n_classes = lp.shape[1]
     before, after = macro_f1(y, lp.argmax(1), n_classes), macro_f1(y, out.argmax(1), n_classes)
-    log.info("bias tuning in CV: macro-F1 %.5f -> %.5f over %d folds", before, after, len(folds))
+    log.debug("bias tuning in CV: macro-F1 %.5f -> %.5f over %d folds", before, after, len(folds))
     return out, offsets
 
 

@@ -34,6 +34,7 @@ from stackkit.contract.errors import StackkitError
 from stackkit.contract.names import check_name
 from stackkit.contract.store import Store, read_json, read_parquet
 from stackkit.cv.estimate import CANDIDATES_FILE, ESTIMATE_FILE
+from stackkit.tables import AsTable
 
 log = logging.getLogger(__name__)
 
@@ -42,7 +43,9 @@ CHUNK = 250  # replicates per matrix product: bounds memory at CHUNK x n_groups 
 
 
 @dataclass
-class Comparison:
+class Comparison(AsTable):
+    """A minus B in macro-F1 with its interval; ``to_frame()`` is one row, ``sentence`` says it."""
+
     a: str
     b: str
     a_score: float  # macro-F1 of A on the whole OOF vector
@@ -55,6 +58,14 @@ class Comparison:
     n_groups: int
     sentence: str
     notes: tuple[str, ...] = ()  # what each ensemble's predictions are (said after the sentence)
+
+    def to_frame(self) -> pd.DataFrame:
+        keys = ["a", "b", "a_score", "b_score", "diff", "low", "high", "p_value", "n_boot",
+                "n_groups"]  # fmt: skip
+        return pd.DataFrame([{k: getattr(self, k) for k in keys}])
+
+    def headline(self) -> str:
+        return self.sentence
 
 
 # --------------------------------------------------------------------------------------------

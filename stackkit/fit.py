@@ -44,12 +44,15 @@ from stackkit.cv.estimate import (
     estimate,
 )
 from stackkit.cv.runs import RUNS, is_run, run_candidates, run_learner, run_test_proba
+from stackkit.tables import AsTable
 
 log = logging.getLogger(__name__)
 
 
 @dataclass
-class FitResult:
+class FitResult(AsTable):
+    """What ``fit`` decided; ``to_frame()`` is its candidate table, shown as HTML in Jupyter."""
+
     name: str
     path: Path
     runset: RunSet
@@ -67,11 +70,25 @@ class FitResult:
     runs: list[stacking.CVResult] | None = None  # each run's own OOF scores, candidates or not
     fold_offsets: np.ndarray | None = None  # (K, C) bias offsets fitted without each fold
     learner: object | None = None  # the refitted pick, saved to model/ (stackkit.predict)
+    written: bool = False  # ensembles/<name>/ holds this result (fit_ensemble(write=True))
 
     @property
     def note(self) -> str | None:
         """One sentence when the estimate is below the best single run's OOF macro-F1."""
         return below_best_run(self.estimate.macro_f1, self.runs or [])
+
+    def to_frame(self) -> pd.DataFrame:
+        """One row per candidate (leaderboard.json's entries) and ``picked``."""
+        rows = [dict(r.row(), picked=r is self.selected) for r in self.candidates]
+        return pd.DataFrame(rows)
+
+    def headline(self) -> str:
+        where = f"wrote {self.path}" if self.written else "not written"
+        return (
+            f"{self.name}: picked {self.selected.meta}, CV macro-F1 "
+            f"{self.selected.scores['macro_f1']:.4f}; honest estimate of the procedure "
+            f"{self.estimate.macro_f1:.4f} ({where})"
+        )
 
 
 def resolve_metas(meta: str | list[str]) -> list[str]:
@@ -165,7 +182,8 @@ def cross_validate(
 
 def one_writer(fit):
     """Check ``fit``'s ensemble name (``--name``, or the default from ``--meta``) and be its
-    only writer for the whole call (``Store.writing``: a lock, and ``force`` to replace)."""
+    only writer for the whole call (``Store.writing``: a lock, and ``force`` to replace); a fit
+    that will not write (``write=False``) takes no lock and replaces nothing."""
     sig = inspect.signature(fit)
 
     @functools.wraps(fit)
@@ -179,6 +197,8 @@ def one_writer(fit):
         store = a["store"]  # the runs chosen (and those left out said) before the lock is taken
         a["runs"] = choose_runs(store, store.read_folds(), a["runs"], a["exclude"])
         a["exclude"] = None
+        if not a["write"]:
+            return fit(*call.args, **call.kwargs)
         with store.writing(store.ensemble_dir(name), f"ensemble {name!r}", a["force"]):
             return fit(*call.args, **call.kwargs)
 
@@ -200,9 +220,11 @@ def fit_ensemble(
     engine: str = "local",
     force: bool = False,
     exclude: list[str] | None = None,
+    write: bool = True,
 ) -> FitResult:
     """Fit the ensemble and write ``ensembles/<name>/`` (see module docstring), holding the
-    ensemble's lock throughout (``one_writer``); ``force`` replaces an existing one."""
+    ensemble's lock throughout (``one_writer``); ``force`` replaces an existing one.
+    ``write=False`` computes the same result and writes nothing (a notebook trying options)."""
     from stackkit.meta.bias import decide_bias
     from stackkit.meta.registry import check_params
 
@@ -286,7 +308,9 @@ def fit_ensemble(
     res.learner = est
     if res.note:
         log.warning("%s", res.note)
-    write_ensemble(store, res, params, command)
+    if write:
+        write_ensemble(store, res, params, command)
+        res.written = True
     return res
 
 

@@ -14,7 +14,10 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
+import pandas as pd
+
 from stackkit import metrics
+from stackkit.contract.errors import StackkitError
 from stackkit.contract.inventory import choose_runs
 from stackkit.contract.store import RunSet, Store
 from stackkit.cv.blend import BLEND
@@ -23,18 +26,43 @@ from stackkit.cv.result import CVResult
 from stackkit.cv.runs import is_run
 from stackkit.cv.stacking import choose
 from stackkit.fit import cross_validate, resolve_metas, smallest_training_split
+from stackkit.tables import AsTable
 
 log = logging.getLogger(__name__)
 
 
 @dataclass
-class Leaderboard:
+class Leaderboard(AsTable):
+    """Every run and every meta candidate: ``to_frame()`` ranks the candidates,
+    ``to_frame("runs")`` lists the runs with their leave-one-run-out column."""
+
     runset: RunSet
     runs: list[dict]  # run, oof_macro_f1, oof_accuracy, oof_log_loss, macro_f1_std, loro_delta
     candidates: list[CVResult]
     best: CVResult
     loro_meta: str | None
     estimate: Estimate | None = None  # of choosing among the candidates (as fit does)
+
+    def to_frame(self, which: str = "candidates") -> pd.DataFrame:
+        """``"candidates"``: one row per candidate (CV scores), best first, ``best`` marked;
+        ``"runs"``: one row per run (own OOF scores, ``loro_delta`` when computed)."""
+        if which == "runs":
+            return pd.DataFrame(self.runs)
+        if which != "candidates":
+            raise StackkitError(f"to_frame: which is 'candidates' or 'runs', got {which!r}")
+        rows = [dict(r.row(), best=r is self.best) for r in self.candidates]
+        frame = pd.DataFrame(rows).sort_values("cv_macro_f1", ascending=False, kind="stable")
+        return frame.reset_index(drop=True)
+
+    def headline(self) -> str:
+        line = f"best {self.best.meta}: CV macro-F1 {self.best.scores['macro_f1']:.4f}"
+        if self.estimate is not None and len(self.candidates) > 1:
+            line += f" (optimistic by selection; honest estimate {self.estimate.macro_f1:.4f})"
+        return line
+
+    def _repr_html_(self) -> str:
+        runs = self.to_frame("runs").to_html(index=False, float_format="{:.4f}".format, na_rep="-")
+        return f"{super()._repr_html_()}\n<p>runs (own OOF predictions)</p>\n{runs}"
 
 
 def run_scores(runset: RunSet) -> list[dict]:

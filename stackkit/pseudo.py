@@ -45,6 +45,7 @@ from stackkit.contract.errors import ContractError, StackkitError
 from stackkit.contract.names import check_name
 from stackkit.contract.store import Store, file_sha256, read_json
 from stackkit.cv.per_fold import BLEND, fold_test_proba
+from stackkit.tables import AsTable
 
 log = logging.getLogger(__name__)
 
@@ -55,8 +56,9 @@ ENSEMBLE_FILE = "ensemble.json"
 
 
 @dataclass
-class PseudoSet:
-    """A written pseudo-label set: the rows, their metadata, and a per-class summary."""
+class PseudoSet(AsTable):
+    """A written pseudo-label set: the rows, their metadata, and a per-class summary
+    (``to_frame()``; the rows themselves are ``frame``)."""
 
     name: str
     frame: pd.DataFrame  # sample_id, fold, label, confidence (by fold, then sample_id)
@@ -64,6 +66,15 @@ class PseudoSet:
     table: pd.DataFrame  # class, candidates, chosen, mean_confidence (summed over folds)
     path: Path
     per_fold: pd.DataFrame  # fold, chosen
+
+    def to_frame(self) -> pd.DataFrame:
+        return self.table
+
+    def headline(self) -> str:
+        return (
+            f"pseudo set {self.name!r}: {len(self.frame)} rows over {len(self.per_fold)} folds "
+            f"from {self.meta['n_test']} test samples; wrote {self.path}"
+        )
 
 
 def parse_class_thresholds(items: Iterable[str] | None) -> dict[str, float]:

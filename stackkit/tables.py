@@ -1,6 +1,8 @@
-"""Tables for the CLI's summaries and the scripts' printouts, drawn by rich.
+"""Results as tables: rich text for the CLI and the scripts, pandas and HTML for notebooks.
 
-``columns`` are (key, header, format spec): a spec marks a number column (right-aligned);
+A result that is a table (a fit, a leaderboard, a comparison, a pseudo-label set) derives from
+:class:`AsTable`: ``to_frame()`` gives a pandas DataFrame, and Jupyter shows it as HTML. For
+text, ``columns`` are (key, header, format spec): a spec marks a number column (right-aligned);
 missing or None values show as ``-``. :func:`make_table` gives a ``rich.table.Table``;
 :func:`format_table` the same table as plain text, never wrapped (the CLI, scripts, benchmarks).
 
@@ -9,14 +11,32 @@ missing or None values show as ``-``. :func:`make_table` gives a ``rich.table.Ta
 
 from __future__ import annotations
 
+import html
 import io
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
-from rich import box
-from rich.console import Console
-from rich.table import Table
+if TYPE_CHECKING:
+    import pandas as pd
+    from rich.table import Table
 
 Columns = Sequence[tuple[str, str, str]]
+
+
+class AsTable:
+    """Mixin for results that are tables: ``to_frame()``, and ``_repr_html_`` (Jupyter's rich
+    display) drawn from it, under the result's one-line ``headline()`` when it has one."""
+
+    def to_frame(self) -> pd.DataFrame:
+        raise NotImplementedError
+
+    def headline(self) -> str | None:
+        return None
+
+    def _repr_html_(self) -> str:
+        table = self.to_frame().to_html(index=False, float_format=lambda v: f"{v:.4f}", na_rep="-")
+        line = self.headline()
+        return table if not line else f"<p>{html.escape(line)}</p>\n{table}"
 
 
 def cell(value, spec: str) -> str:
@@ -26,6 +46,9 @@ def cell(value, spec: str) -> str:
 
 
 def make_table(rows: Sequence[dict], columns: Columns, title: str | None = None) -> Table:
+    from rich import box
+    from rich.table import Table
+
     table = Table(
         title=title, title_justify="left", box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False
     )
@@ -38,6 +61,8 @@ def make_table(rows: Sequence[dict], columns: Columns, title: str | None = None)
 
 def format_table(rows: Sequence[dict], columns: Columns, title: str | None = None) -> str:
     """The table as plain text, trailing spaces stripped."""
+    from rich.console import Console
+
     buf = io.StringIO()
     Console(file=buf, width=1000, no_color=True, highlight=False).print(
         make_table(rows, columns, title)

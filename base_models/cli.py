@@ -25,10 +25,13 @@ import typer
 from stackkit.cli import ArtifactsOpt, expected_errors
 from stackkit.contract.errors import StackkitError
 
-app = typer.Typer(add_completion=False, pretty_exceptions_enable=False)
+# rich_markup_mode=None: click's plain help, where a flag reads `--force`, not `--force <bool>`
+# (typer 0.29's rich panels print a type after every option; as stackkit.cli)
+app = typer.Typer(add_completion=False, pretty_exceptions_enable=False, rich_markup_mode=None)
 jobs_app = typer.Typer(
     add_completion=False, pretty_exceptions_enable=False, no_args_is_help=True,
     help="One piece of a run at a time: for schedulers that run each fold as its own job.",
+    rich_markup_mode=None,
 )  # fmt: skip
 JOB_COMMANDS = ("prepare", "run-fold", "assemble")
 

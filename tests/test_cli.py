@@ -102,3 +102,13 @@ def test_matplotlib_chatter_is_silenced(store):
     assert res.exit_code == 0, res.output
     assert logging.getLogger("matplotlib").getEffectiveLevel() >= logging.ERROR
     assert res.stdout.splitlines()[0].split() == ["run", "state", "folds", "size"]
+
+
+@pytest.mark.parametrize("command", [[], ["prepare"], ["run-fold"], ["assemble"]])
+def test_the_runners_help_shows_flags_as_flags_too(command):
+    from base_models.cli import app as runner_app
+    from base_models.cli import jobs_app
+
+    res = runner.invoke(jobs_app if command else runner_app, [*command, "--help"])
+    assert res.exit_code == 0, res.output
+    assert "<bool>" not in res.output and "--help  " in res.output

@@ -87,7 +87,7 @@ class FitResult(AsTable):
         return (
             f"{self.name}: picked {self.selected.meta}, CV macro-F1 "
             f"{self.selected.scores['macro_f1']:.4f}; honest estimate of the procedure "
-            f"{self.estimate.macro_f1:.4f} ({where})"
+            f"{self.estimate.macro_f1:.4f} ({where})" + (f". {self.note}" if self.note else "")
         )
 
 

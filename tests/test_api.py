@@ -53,6 +53,7 @@ def test_the_whole_loop_through_the_api(art, monkeypatch, tmp_path):
     assert picked == pytest.approx(res.selected.scores["macro_f1"])
     html = res._repr_html_()
     assert _is_table(html) and f"picked {res.selected.meta}" in html
+    assert res.note is None or "below the best single run" in html  # said where it is seen
 
     board = art.leaderboard(meta="vote,lr")
     cands = board.to_frame()

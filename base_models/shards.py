@@ -2,7 +2,7 @@
 
     runs/<run>/shards/fold_<k>.oof.parquet    sample_id, fold, logit_*: that fold's OOF rows
     runs/<run>/shards/fold_<k>.test.parquet   sample_id, fold, logit_*: its test rows
-    runs/<run>/shards/fold_<k>.json           config hash, best epoch, scores, ids trained on
+    runs/<run>/shards/fold_<k>.json           config hash, kept epoch, scores, ids trained on
 
 Each file is written whole (temporary name, then rename) and the JSON goes last: a shard counts
 as finished only when its JSON is there and names the same config hash.

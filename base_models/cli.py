@@ -22,7 +22,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from stackkit.cli import ArtifactsOpt, expected_errors
+from stackkit.cli import ArtifactsOpt, configure_logging, expected_errors
 from stackkit.contract.errors import StackkitError
 
 # rich_markup_mode=None: click's plain help, where a flag reads `--force`, not `--force <bool>`
@@ -83,10 +83,7 @@ SaveModelsOpt = Annotated[
 
 
 def _logging(verbose: bool) -> None:
-    logging.basicConfig(
-        level=logging.DEBUG if verbose else logging.INFO,
-        format="%(levelname).1s %(name)s: %(message)s", stream=sys.stderr, force=True,
-    )  # fmt: skip
+    configure_logging(logging.DEBUG if verbose else logging.INFO)
 
 
 @app.command()

@@ -64,15 +64,34 @@ def expected_errors(fn):
     return wrapper
 
 
+class _StderrHandler(logging.StreamHandler):
+    """Writes to whatever ``sys.stderr`` is now, not the stream it found when it was made: a
+    handler that kept a captured stream (a test runner's, a notebook cell's) fails on every later
+    log line with "--- Logging error ---" once that stream is closed."""
+
+    @property
+    def stream(self):
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, _value) -> None:  # StreamHandler.__init__ assigns it; always stderr
+        pass
+
+
+def configure_logging(level: int) -> None:
+    """The one logging set-up of every command line (stackkit's and the runner's)."""
+    logging.basicConfig(
+        level=level, format="%(levelname).1s %(name)s: %(message)s", handlers=[_StderrHandler()],
+        force=True,
+    )  # fmt: skip
+
+
 @app.callback()
 def main_callback(
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log debug detail.")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Only warnings and errors.")] = False,
 ) -> None:
-    level = logging.DEBUG if verbose else logging.WARNING if quiet else logging.INFO
-    logging.basicConfig(
-        level=level, format="%(levelname).1s %(name)s: %(message)s", stream=sys.stderr, force=True
-    )
+    configure_logging(logging.DEBUG if verbose else logging.WARNING if quiet else logging.INFO)
     # third-party chatter is not ours to show: matplotlib's font-cache and cache-dir lines
     # ("generated new fontManager", "building the font cache") in `stackkit report`
     logging.getLogger("matplotlib").setLevel(logging.ERROR)

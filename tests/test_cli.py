@@ -112,3 +112,18 @@ def test_the_runners_help_shows_flags_as_flags_too(command):
     res = runner.invoke(jobs_app if command else runner_app, [*command, "--help"])
     assert res.exit_code == 0, res.output
     assert "<bool>" not in res.output and "--help  " in res.output
+
+
+def test_log_lines_after_a_captured_run_go_to_the_current_stderr(capsys):
+    """After CliRunner closed the stream it captured, later log lines still print cleanly."""
+    import logging
+
+    from typer.testing import CliRunner
+
+    from stackkit.cli import app
+
+    CliRunner().invoke(app, ["runs", "--artifacts", "/nonexistent-artifacts"])
+    logging.getLogger("stackkit.test").warning("still heard")
+    err = capsys.readouterr().err
+    assert "still heard" in err
+    assert "Logging error" not in err

@@ -32,7 +32,7 @@ from stackkit.contract.inventory import choose_runs
 from stackkit.contract.names import check_name
 from stackkit.contract.store import RunSet, Store, atomic_dir, write_json, write_parquet
 from stackkit.cv import stacking
-from stackkit.cv.blend import BLEND, Blend, cross_val_blend
+from stackkit.cv.blend import BLEND, Blend, cross_val_blend, members
 from stackkit.cv.cache import CVCache, entry_key, inputs_key
 from stackkit.cv.engine import check_engine, warm_local_workers
 from stackkit.cv.estimate import (
@@ -175,8 +175,9 @@ def cross_validate(
             found[m] = r
     out = [found[m] for m in metas] + (run_candidates(runset) if with_runs else [])
     if blend:  # keyed by the candidates it mixes and their parameters
-        bkey = entry_key(inputs, BLEND, {BLEND: {r.meta: r.params for r in out}})
-        out.append(cache.get_or_compute(bkey, len(y), c, lambda: cross_val_blend(out, y, f, c)))
+        mix = members(out)
+        bkey = entry_key(inputs, BLEND, {BLEND: {r.meta: r.params for r in mix}})
+        out.append(cache.get_or_compute(bkey, len(y), c, lambda: cross_val_blend(mix, y, f, c)))
     return out
 
 
@@ -335,7 +336,7 @@ def refit(meta: str, candidates, runset: RunSet, params=None, n_jobs=None, X_tes
     by_name = {r.meta: r for r in candidates}
     blend = None
     if meta == BLEND:
-        blend = Blend.fit_from([r for r in candidates if r.meta != BLEND], y, c)
+        blend = Blend.fit_from(members(candidates), y, c)
         needed = list(blend.weights)
     else:
         needed = [meta]

@@ -250,7 +250,7 @@ def nested_cv(
     then the refits of the picks (of every weighted candidate, for a ``blend``) another. Returns the nested OOF probabilities and the meta
     learner picked in each outer fold.
     """
-    from stackkit.cv.blend import BLEND, Blend, cross_val_blend
+    from stackkit.cv.blend import BLEND, Blend, cross_val_blend, members
     from stackkit.cv.runs import RUNS, candidate_name, is_run
     from stackkit.meta.bias import decide_bias
     from stackkit.meta.registry import make_learner
@@ -288,10 +288,10 @@ def nested_cv(
             proba = run_proba(m, inner)
             results.append(CVResult(m, proba, metrics.scores(yi, proba, fi), 0.0))
         if BLEND in metas:
-            results.append(cross_val_blend(results, yi, fi, n_classes))
+            results.append(cross_val_blend(members(results), yi, fi, n_classes))
         picks[k] = choose(results)
         if picks[k].meta == BLEND:
-            blends[k] = Blend.fit_from(results[:-1], yi, n_classes)
+            blends[k] = Blend.fit_from(members(results), yi, n_classes)
             needed = list(blends[k].weights)
         else:
             needed = [picks[k].meta]

@@ -138,6 +138,7 @@ def crash_once(marker):
     return fold_fn
 
 
+@pytest.mark.slow  # ~40 s: a real Ray cluster, a killed worker, a resume (make test-all runs it)
 def test_ray_run_retries_a_dead_worker_equals_the_local_run_and_resumes(
     tmp_path, data, local_run, ray_session
 ):

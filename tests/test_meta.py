@@ -18,6 +18,7 @@ from stackkit.contract.errors import StackkitError
 from stackkit.meta.defaults import SIMPLICITY
 from stackkit.meta.features import run_features, split_runs
 from stackkit.meta.registry import make_learner, parse_params
+from stackkit.meta.trees import cuda_available
 
 C = 18
 # small settings so that every learner fits in well under a second on the small case
@@ -448,3 +449,34 @@ def test_knn_records_the_k_it_used(data):
     X, y, _ = data
     est = _learner("knn", n_neighbors=10_000).fit(X[:40], y[:40])
     assert est.n_neighbors_ == 40 and est.summary_()["n_neighbors_used"] == 40
+
+
+def test_xgboost_device_auto_follows_cuda(monkeypatch):
+    """``device="auto"`` trains on CUDA exactly when a GPU is found; the fitted model predicts on
+    the CPU either way, and a device that is not one of ours is refused by the constraints."""
+    from stackkit.meta import trees
+
+    monkeypatch.setattr(trees, "cuda_available", lambda: True)
+    assert trees.resolve_device("auto") == "cuda"
+    monkeypatch.setattr(trees, "cuda_available", lambda: False)
+    assert trees.resolve_device("auto") == "cpu" and trees.resolve_device("cuda") == "cuda"
+    rng = np.random.default_rng(0)
+    X, y = rng.normal(size=(60, 6)), np.arange(60) % 3
+    est = make_learner("xgboost", 3, {"n_estimators": 3}).fit(X, y)
+    assert est.device == "auto" and est.model_.get_params()["device"] == "cpu"
+    with pytest.raises(StackkitError, match="device"):
+        make_learner("xgboost", 3, {"device": "tpu"})
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not cuda_available(), reason="needs CUDA")
+def test_xgboost_on_cuda_matches_cpu(data):
+    """The same learner trained on the GPU and on the CPU: the same classes on (nearly) every
+    row, probabilities within a small tolerance (hist on either device; float sums differ)."""
+    X, y, folds = data
+    train, test = folds != 0, folds == 0
+    cpu = make_learner("xgboost", C, {"device": "cpu"}).fit(X[train], y[train])
+    gpu = make_learner("xgboost", C, {"device": "cuda"}).fit(X[train], y[train])
+    p_cpu, p_gpu = cpu.predict_proba(X[test]), gpu.predict_proba(X[test])
+    assert np.abs(p_cpu - p_gpu).max() < 0.05
+    assert (p_cpu.argmax(1) == p_gpu.argmax(1)).mean() > 0.98

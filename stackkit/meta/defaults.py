@@ -67,4 +67,6 @@ RF = dict(features="proba", temperature=False, combine="concat", splitter="rando
 # (per-class mean/max/min/std over runs, 72 columns: 0.786; 64 SVD components + mean: 0.786).
 XGB = dict(features="logprob", temperature=True, combine="both", n_estimators=60, max_depth=3,
            learning_rate=0.2, subsample=0.8, colsample_bytree=0.7, min_child_weight=2.0,
-           reg_lambda=1.0, max_bin=32, class_weight=None)  # fmt: skip
+           reg_lambda=1.0, max_bin=32, device="auto", class_weight=None)  # fmt: skip
+# device "auto": xgboost trains on CUDA when a GPU is present (trees.cuda_available), else on the
+# CPU; the same hist algorithm, results equal within tolerance (tests/test_meta.py, gpu mark)

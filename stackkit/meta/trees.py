@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import functools
 import logging
+import os
+import sys
 from numbers import Integral, Real
+from pathlib import Path
 from typing import ClassVar
 
 import numpy as np
@@ -17,6 +21,32 @@ from stackkit.meta.features import FEATURE_CONSTRAINTS, N_JOBS_CONSTRAINT
 FORESTS = {"random": ExtraTreesClassifier, "best": RandomForestClassifier}
 
 log = logging.getLogger(__name__)
+
+DEVICES = ("auto", "cpu", "cuda")
+
+
+@functools.cache
+def cuda_available() -> bool:
+    """Whether xgboost can train on a GPU here: an xgboost built with CUDA, and a visible NVIDIA
+    device (torch.cuda's answer when torch is already imported; else the driver's device files,
+    so that a worker does not import torch only to ask)."""
+    import xgboost
+
+    if not xgboost.build_info().get("USE_CUDA"):
+        return False
+    torch = sys.modules.get("torch")
+    if torch is not None:
+        return bool(torch.cuda.is_available())
+    if os.environ.get("CUDA_VISIBLE_DEVICES", "unset").strip() in ("", "-1"):
+        return False
+    return any(Path("/dev").glob("nvidia[0-9]*"))
+
+
+def resolve_device(device: str) -> str:
+    """``auto``: ``cuda`` when :func:`cuda_available`, else ``cpu``."""
+    if device == "auto":
+        return "cuda" if cuda_available() else "cpu"
+    return device
 
 
 class RFLearner(_MetaLearner):
@@ -84,7 +114,9 @@ class RFLearner(_MetaLearner):
 
 
 class XGBLearner(_MetaLearner):
-    """Gradient-boosted trees (xgboost ``hist``); run weights are gain importances per run."""
+    """Gradient-boosted trees (xgboost ``hist``); run weights are gain importances per run.
+    ``device="auto"`` trains on CUDA when a GPU is present (:func:`cuda_available`), else on the
+    CPU; the fitted model predicts on the CPU either way (the same trees, a portable file)."""
 
     _name = "xgboost"
     # xgboost has no scikit-learn constraints of its own: these are its parameter ranges (its
@@ -99,6 +131,7 @@ class XGBLearner(_MetaLearner):
         "min_child_weight": [Interval(Real, 0, None, closed="left")],
         "reg_lambda": [Interval(Real, 0, None, closed="left")],
         "max_bin": [Interval(Integral, 2, None, closed="left")],
+        "device": [StrOptions(set(DEVICES))],
         "class_weight": [StrOptions({"balanced"}), dict, None],
         "n_jobs": N_JOBS_CONSTRAINT,
         "random_state": [Interval(Integral, 0, None, closed="left"), None],
@@ -118,6 +151,7 @@ class XGBLearner(_MetaLearner):
         min_child_weight: float = XGB["min_child_weight"],
         reg_lambda: float = XGB["reg_lambda"],
         max_bin: int = XGB["max_bin"],
+        device: str = XGB["device"],
         class_weight: str | None = XGB["class_weight"],
         n_jobs: int | None = N_JOBS,
         random_state: int | None = SEED,
@@ -134,6 +168,7 @@ class XGBLearner(_MetaLearner):
         self.min_child_weight = min_child_weight
         self.reg_lambda = reg_lambda
         self.max_bin = max_bin
+        self.device = device
         self.class_weight = class_weight
         self.n_jobs = n_jobs
         self.random_state = random_state
@@ -151,9 +186,11 @@ class XGBLearner(_MetaLearner):
             reg_lambda=self.reg_lambda,
             max_bin=self.max_bin,
             tree_method="hist",
+            device=resolve_device(self.device),
             n_jobs=self.n_jobs,
             random_state=self.random_state,
         ).fit(Z, y, sample_weight=_balanced(y, self.class_weight))
+        self.model_.set_params(device="cpu")  # predict from host arrays without a device copy
 
     def _column_importance(self):
         return np.nan_to_num(self.model_.feature_importances_)

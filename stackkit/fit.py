@@ -113,6 +113,27 @@ def resolve_metas(meta: str | list[str]) -> list[str]:
     return list(dict.fromkeys(names))
 
 
+def is_auto(meta: str | list[str]) -> bool:
+    names = [m.strip() for m in (meta.split(",") if isinstance(meta, str) else meta) if m.strip()]
+    return names in (["auto"], [BLEND])
+
+
+def auto_size_rule(metas: list[str], n_rows: int) -> list[str]:
+    """``auto``'s candidates on ``n_rows`` training rows: without the learners that grow faster
+    than linearly past their size (``meta.defaults.AUTO_MAX_ROWS``), each one left out logged."""
+    from stackkit.meta.defaults import AUTO_MAX_ROWS
+
+    out = []
+    for m in metas:
+        limit = AUTO_MAX_ROWS.get(m)
+        if limit is not None and n_rows > limit:
+            log.info("auto leaves %s out: %d training rows > %d (its cost grows with rows "
+                     "squared; name it in --meta to fit it anyway)", m, n_rows, limit)  # fmt: skip
+        else:
+            out.append(m)
+    return out
+
+
 def default_name(meta: str | list[str]) -> str:
     """The ensemble's name when ``--name`` is not given: the ``--meta`` value, ``lr-rf`` for a list."""
     names = meta.split(",") if isinstance(meta, str) else meta
@@ -233,6 +254,8 @@ def fit_ensemble(
     check_engine(engine)
     folds = store.read_folds()
     runs = choose_runs(store, folds, runs, exclude)
+    if is_auto(meta):
+        metas = auto_size_rule(metas, len(folds.frame))
     check_params(params, metas, smallest_training_split(folds))  # before any work
     warm = None
     if engine == "local":  # start the worker processes while the runs are read and checked

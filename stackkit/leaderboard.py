@@ -25,7 +25,13 @@ from stackkit.cv.estimate import Estimate, estimate
 from stackkit.cv.result import CVResult
 from stackkit.cv.runs import is_run
 from stackkit.cv.stacking import choose
-from stackkit.fit import cross_validate, resolve_metas, smallest_training_split
+from stackkit.fit import (
+    auto_size_rule,
+    cross_validate,
+    is_auto,
+    resolve_metas,
+    smallest_training_split,
+)
 from stackkit.tables import AsTable
 
 log = logging.getLogger(__name__)
@@ -97,6 +103,8 @@ def leaderboard(
 
     metas = resolve_metas(meta)
     folds = store.read_folds()
+    if is_auto(meta):
+        metas = auto_size_rule(metas, len(folds.frame))
     check_params(params, metas, smallest_training_split(folds))  # before any work
     runset = store.load_runs(choose_runs(store, folds, runs, exclude), folds)
     rows = run_scores(runset)

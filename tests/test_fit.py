@@ -282,3 +282,27 @@ def test_workers_are_warmed_only_for_a_pool():
         assert len(Parallel(n_jobs=2)(delayed(abs)(-i) for i in range(4))) == 4
         pids = set(Parallel(n_jobs=2)(delayed(os.getpid)() for _ in range(4)))
     assert thread.worker_pids and pids <= thread.worker_pids
+
+
+def test_auto_leaves_out_a_learner_above_its_size(store, monkeypatch, caplog):
+    """knn's cost grows with rows squared: above ``AUTO_MAX_ROWS['knn']`` training rows ``auto``
+    leaves it out and says so; at or below it, or named in --meta, knn is fitted."""
+    from stackkit import fit
+    from stackkit.meta import defaults
+
+    seen = []
+
+    def stop(runset, metas, *a, **k):
+        seen.append(metas)
+        raise KeyboardInterrupt  # the candidate list is all this test needs
+
+    monkeypatch.setattr(fit, "cross_validate", stop)
+    n = len(store.read_folds().frame)
+    for limit, meta in [(n - 1, "auto"), (n, "auto"), (n - 1, "knn,lr")]:
+        monkeypatch.setattr(defaults, "AUTO_MAX_ROWS", {"knn": limit})
+        with caplog.at_level("INFO", logger="stackkit.fit"), pytest.raises(KeyboardInterrupt):
+            fit_ensemble(store, meta=meta, name="e", n_jobs=1)
+    assert "knn" not in seen[0] and "lr" in seen[0] and "blend" in seen[0]
+    assert "knn" in seen[1] and seen[2] == ["knn", "lr"]
+    assert caplog.text.count(f"auto leaves knn out: {n} training rows > {n - 1}") == 1
+    assert fit.auto_size_rule(["lr", "knn"], 10**6) == ["lr"]

@@ -22,6 +22,12 @@ SEED = 0  # every random learner is reproducible
 RELATIVE_COST = {"vote": 0.01, "caruana": 0.5, "lr": 1.0, "svm": 1.2, "knn": 1.5, "rf": 5.0,
                  "xgboost": 10.0}  # fmt: skip
 
+# Learners whose cost grows faster than linearly in rows x runs, and the training rows above
+# which `--meta auto` leaves them out (logged; naming one in --meta still fits it). knn predicts
+# each row by its distances to every training row: rows squared (bench/scaling.py,
+# docs/BENCHMARKS.md). Every other default learner grows at most linearly in rows x runs.
+AUTO_MAX_ROWS = {"knn": 50_000}
+
 # lr (0.867, 1.4 s; naive 0.860): log-probabilities beat probabilities (log loss 0.27 vs 0.35);
 # standardised so lbfgs converges in ~30 iterations; C=0.1 beats 1.0 and 0.01; "balanced"
 # weights cost 0.02 macro-F1 here; the per-class mean over runs loses 0.13. No temperature: the

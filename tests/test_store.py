@@ -92,3 +92,39 @@ def test_incomplete_run_is_not_listed(store):
     assert store.run_names() == ["run00", "run01"]
     with pytest.raises(StackkitError, match=r"run\.json: missing; the run is incomplete"):
         store.read_run("run02", store.read_folds())
+
+
+def test_load_runs_fast_path_equals_full_validation(store):
+    """Runs after the first whose ids and folds repeat the first's are read without validating
+    them again: the same arrays and hashes as each run loaded (and validated) alone; a run in
+    another row order takes the full path to the same values; a non-finite logit in a later run
+    is refused with the full path's message."""
+    import pandas as pd
+
+    folds = store.read_folds()
+    names = store.run_names()
+    calls = []
+    fast = Store._read_run_fast
+    Store._read_run_fast = lambda *a: calls.append(fast(*a)) or calls[-1]
+    try:
+        both = store.load_runs(names, folds)
+    finally:
+        Store._read_run_fast = fast
+    assert len(calls) == len(names) - 1 and all(c is not None for c in calls)
+    for i, name in enumerate(names):
+        alone = store.load_runs([name], folds)
+        np.testing.assert_array_equal(both.oof[i], alone.oof[0])
+        np.testing.assert_array_equal(both.test[i], alone.test[0])
+        assert both.hashes[name] == alone.hashes[name] == store.run_hash(name)
+        assert both.infos[name] == alone.infos[name]
+    last = store.run_dir(names[-1]) / "oof.parquet"
+    df = pd.read_parquet(last)
+    df.iloc[::-1].to_parquet(last, index=False)  # reversed rows: not the first run's order
+    np.testing.assert_array_equal(store.load_runs(names, folds).oof[-1], both.oof[-1])
+    df.loc[3, "logit_2"] = np.inf
+    df.to_parquet(last, index=False)
+    with pytest.raises(StackkitError) as many:
+        store.load_runs(names, folds)
+    with pytest.raises(StackkitError) as one:
+        store.load_runs([names[-1]], folds)
+    assert str(many.value) == str(one.value) and "logit_2 is inf" in str(one.value)

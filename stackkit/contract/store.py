@@ -249,6 +249,49 @@ def file_sha256(*paths: str | os.PathLike) -> str:
 
 
 @dataclass
+class _RowKeys:
+    """What a run's two files must repeat, column for column, to be read without validating
+    their ids and folds again: the first run's schemas and id and fold columns (validated in
+    full), and where its rows went (``pos`` into folds order; ``tfold``, ``tpos`` for test)."""
+
+    schemas: tuple
+    columns: tuple  # ((sample_id, fold) of oof.parquet, the same of test.parquet)
+    pos: np.ndarray
+    tfold: np.ndarray
+    tpos: np.ndarray
+
+    @classmethod
+    def of(cls, d: Path, pos, tfold, tpos) -> _RowKeys:
+        tables = [pq.read_table(d / f) for f in (schema.OOF_FILE, schema.TEST_FILE)]
+        return cls(
+            tuple(t.schema.remove_metadata() for t in tables),
+            tuple((t.column("sample_id"), t.column("fold")) for t in tables),
+            pos,
+            tfold,
+            tpos,
+        )
+
+    def same(self, table: pa.Table, i: int) -> bool:
+        if not table.schema.remove_metadata().equals(self.schemas[i]):
+            return False
+        ids, fold = self.columns[i]
+        return table.column("sample_id").equals(ids) and table.column("fold").equals(fold)
+
+    @staticmethod
+    def logits(table: pa.Table, cols: list[str]) -> np.ndarray | None:
+        """The logit columns as one float32 (rows, C) array, or None if one is null, not a
+        float or not finite once stored as float32."""
+        out = np.empty((table.num_rows, len(cols)), np.float32)
+        for j, name in enumerate(cols):
+            col = table.column(name)
+            if col.null_count or not pa.types.is_floating(col.type):
+                return None
+            with np.errstate(over="ignore"):
+                out[:, j] = col.to_numpy()
+        return out if np.isfinite(out).all() else None
+
+
+@dataclass
 class RunSet:
     """Validated runs aligned on one sample order, ready for the meta stage.
 
@@ -451,7 +494,13 @@ class Store:
         test = None
         test_ids = None
         hashes, infos = {}, {}
+        keys = None  # the first run's validated id and fold columns, and where its rows go
         for r, name in enumerate(names):
+            if keys is not None:
+                fast = self._read_run_fast(name, folds, keys, oof[r], test[r])
+                if fast is not None:  # the same rows as the first run, finite logits
+                    infos[name], hashes[name] = fast
+                    continue
             o, t, info = self.read_run(name, folds)
             pos = folds.index.get_indexer(o["sample_id"].to_numpy(dtype=object))
             oof[r, pos] = o[schema.logit_columns(c)].to_numpy()
@@ -472,7 +521,41 @@ class Store:
             ].to_numpy()
             hashes[name] = self.run_hash(name)
             infos[name] = info
+            if keys is None:
+                keys = _RowKeys.of(self.run_dir(name), pos, t["fold"].to_numpy(np.int64), tpos)
         return RunSet(names, folds, oof, test_ids, test, hashes, infos)
+
+    def _read_run_fast(self, name, folds, keys: _RowKeys, oof: np.ndarray, test: np.ndarray):
+        """(info, hash) of a run whose files hold the same columns, ids and folds, row for row,
+        as the first run's (validated in full): each file read once (hashed from the same
+        bytes), only its logit columns converted, straight into ``oof`` (n, C) and ``test``
+        (K, m, C). None when anything differs or a logit is not finite: the caller then
+        validates the run in full, which names the problem."""
+        d = self.run_dir(name)
+        if not (d / schema.RUN_FILE).is_file():
+            return None
+        h = hashlib.sha256()
+        tables = []
+        for f in (schema.OOF_FILE, schema.TEST_FILE):
+            try:
+                data = (d / f).read_bytes()
+                h.update(data)
+                tables.append(pq.read_table(pa.BufferReader(data)))
+            except (pa.ArrowException, OSError, ValueError):
+                return None
+        if not (keys.same(tables[0], 0) and keys.same(tables[1], 1)):
+            return None
+        c = folds.n_classes
+        cols = schema.logit_columns(c)
+        x = keys.logits(tables[0], cols)
+        xt = keys.logits(tables[1], cols)
+        if x is None or xt is None:
+            return None
+        oof[keys.pos] = x
+        test[keys.tfold, keys.tpos] = xt
+        where = f"run {name!r}: {self.rel(d / schema.RUN_FILE)}"
+        info = schema.validate_run_info(read_json(d / schema.RUN_FILE, where), folds, where)
+        return info, h.hexdigest()
 
     # pseudo-label sets ----------------------------------------------------------------------
     def read_pseudo(self, name: str, folds: schema.Folds) -> tuple[pd.DataFrame, dict]:

@@ -7,8 +7,11 @@ x 18 classes, 12,600 test rows; runs of varied quality with correlated errors an
     python bench/meta.py --nested             # also time --nested
     python bench/meta.py --naive lr,knn,xgboost   # only some naive counterparts (SVC takes >8 min)
 
-Targets on the 2-core machine: auto (all seven) < 60 s, --nested < 5 min, >= 10x faster than the
-naive loop, and no candidate's macro-F1 below its naive counterpart's.
+Targets on the 2-core machine: auto (all seven, honest estimate included) at most 5x one naive
+cross_val_predict(LogisticRegression()) timed in the same run (`--naive lr` suffices; the ratio is
+printed with the load average), every candidate's CV macro-F1 within 0.002 of its value before the
+speed work (printed as the quality check), --nested < 5 min, and no candidate's macro-F1 below its
+naive counterpart's.
 """
 
 from __future__ import annotations
@@ -28,6 +31,15 @@ from stackkit.fit import fit_ensemble
 from stackkit.tables import format_table
 
 NAIVE = ("lr", "svm", "knn", "rf", "xgboost")
+
+# Issue 14's bound: auto, cold, at most this many times one naive cross_val_predict(
+# LogisticRegression()) over the same columns and folds, timed in the same process minutes apart
+RATIO_BOUND = 5.0
+# Each candidate's CV macro-F1 on the reference case (seed 0) before the speed work (commit
+# ed850df); a speed change may cost at most QUALITY_SLACK of any of them
+BEFORE = {"vote": 0.6632, "caruana": 0.7771, "lr": 0.8672, "knn": 0.8201, "svm": 0.8762,
+          "rf": 0.8286, "xgboost": 0.8631, "blend": 0.8769}  # fmt: skip
+QUALITY_SLACK = 0.002
 
 
 def naive_estimator(name: str):
@@ -150,6 +162,26 @@ def main() -> None:
             f"fits {tot_ours:.1f}s ({tot_naive / tot_ours:.1f}x); the naive loop against the whole "
             f"auto fit (all seven, 2 processes, refit, writing): {tot_naive / auto_s:.1f}x"
         )
+
+    if "lr" in naive:
+        ratio = auto_s / naive["lr"]["seconds"]
+        print(
+            f"\nratio: auto {auto_s:.1f}s / naive lr {naive['lr']['seconds']:.1f}s = {ratio:.2f} "
+            f"(bound {RATIO_BOUND}: {'within' if ratio <= RATIO_BOUND else 'OVER'}); "
+            f"load average {os.getloadavg()[0]:.1f}"
+        )
+    if args.seed == 0 and (args.runs, args.groups, args.test) == (10, 2700, 12600):
+        worst = []
+        for cand in res.candidates:
+            if cand.meta in BEFORE:
+                d = cand.scores["macro_f1"] - BEFORE[cand.meta]
+                worst.append(d)
+                print(f"  quality {cand.meta:<10} CV macro-F1 {cand.scores['macro_f1']:.4f} "
+                      f"before {BEFORE[cand.meta]:.4f} ({d:+.4f})")  # fmt: skip
+        if worst:
+            ok = min(worst) >= -QUALITY_SLACK
+            print(f"quality check: worst change {min(worst):+.4f} "
+                  f"(bound -{QUALITY_SLACK}: {'within' if ok else 'OVER'})")  # fmt: skip
 
     if args.nested:
         t0 = time.perf_counter()

@@ -4,7 +4,7 @@ Grid: runs in {5, 10, 20, 50} x train rows in {5k, 20k, 100k} (synthetic, stackk
 7 images per person, 18 classes, 5 folds; test rows = 2/3 of the train rows). Each cell runs in its
 own process (so its peak RSS is its own), cold (no cache), and prints one JSON line; at the end a
 table per candidate with the growth exponent of its fit time in cells = rows x runs (a least-squares
-slope of log seconds on log cells: 1.0 is linear).
+slope of log seconds on log cells: 1.0 is linear), and its exponents in rows and in runs apart.
 
     python bench/scaling.py                          # the whole grid (hours on 2 cores)
     python bench/scaling.py --runs 5,10 --rows 5000,20000
@@ -84,6 +84,21 @@ def exponent(cells: list[dict], meta: str) -> float | None:
     return float(np.polyfit(x, y, 1)[0])
 
 
+def exponents(cells: list[dict], meta: str) -> tuple[float | None, float | None]:
+    """Growth exponents in rows and in runs apart: least squares of log seconds on log rows and
+    log runs together (knn is ~2 in rows, ~1 in runs); None where the cells do not vary."""
+    pts = [(c["rows"], c["runs"], c["candidates"][meta]["seconds"]) for c in cells
+           if meta in c["candidates"] and c["candidates"][meta]["seconds"] > 0]  # fmt: skip
+    if len(pts) < 3:
+        return None, None
+    a = np.log(np.array(pts, dtype=float))
+    vary = [len(set(a[:, j])) > 1 for j in (0, 1)]
+    cols = [a[:, j] for j in (0, 1) if vary[j]]
+    coef = np.linalg.lstsq(np.column_stack([np.ones(len(a)), *cols]), a[:, 2], rcond=None)[0]
+    it = iter(coef[1:])
+    return tuple(float(next(it)) if v else None for v in vary)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--runs", default="5,10,20,50")
@@ -106,15 +121,16 @@ def main() -> None:
     print(
         "\ncandidate   "
         + "  ".join(f"{c['runs']}x{c['rows']}".rjust(11) for c in cells)
-        + "  exponent"
+        + "  exponent  in rows  in runs"
     )
     for m in metas:
         secs = "  ".join(
             f"{c['candidates'][m]['seconds']:11.2f}" if m in c["candidates"] else " " * 11
             for c in cells
         )
-        e = exponent(cells, m)
-        print(f"{m:<11} {secs}  {'' if e is None else f'{e:.2f}'}")
+        e, (er, en) = exponent(cells, m), exponents(cells, m)
+        fmt = lambda v: "" if v is None else f"{v:.2f}"  # noqa: E731
+        print(f"{m:<11} {secs}  {fmt(e):>8}  {fmt(er):>7}  {fmt(en):>7}")
     print("wall        " + "  ".join(f"{c['wall_s']:11.1f}" for c in cells))
     print("peak MB     " + "  ".join(f"{c['peak_mb']:11.0f}" for c in cells))
     print("logits MB   " + "  ".join(f"{c['logits_mb']:11.0f}" for c in cells))

@@ -1,0 +1,82 @@
+"""Reading runs against the disk: `stackkit leaderboard` on a warm cache against a bare pyarrow
+read of the same parquet files, each a whole process (start included), on 10 runs and on 50.
+
+Issue 14's bound: within 2x. The cache is warmed first with one leaderboard of the same
+arguments; then the two commands run in turn (A B A B ...) and the ratio is taken pair by pair
+(the machine's speed drifts): its median is printed with the load average.
+
+    python bench/read.py                       # 10 and 50 runs, --meta vote,lr (cheap to warm)
+    python bench/read.py --runs 10 --meta auto # the default candidates (warming takes minutes)
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from stackkit.contract.store import Store
+from stackkit.data.synthetic import make_case
+
+BOUND = 2.0
+BARE = (
+    "import sys, pathlib, pyarrow.parquet as pq\n"
+    "for p in sorted(pathlib.Path(sys.argv[1], 'runs').glob('*/*.parquet')): pq.read_table(p)\n"
+)
+
+
+def timed(cmd: list[str], env: dict) -> float:
+    t0 = time.perf_counter()
+    subprocess.run(cmd, env=env, check=True, capture_output=True)
+    return time.perf_counter() - t0
+
+
+def one(runs: int, args) -> float:
+    root = Path(tempfile.mkdtemp(prefix="stackkit-read-"))
+    make_case(n_groups=args.groups, n_test=args.test, n_runs=runs, seed=0).write(Store(root))
+    env = dict(os.environ, STACKKIT_CACHE=tempfile.mkdtemp(prefix="stackkit-read-cache-"))
+    board = [sys.executable, "-m", "stackkit.cli", "leaderboard", "--artifacts", str(root),
+             "--meta", args.meta, *([] if args.loro else ["--no-loro"])]  # fmt: skip
+    bare = [sys.executable, "-c", BARE, str(root)]
+    t0 = time.perf_counter()
+    subprocess.run(board, env=env, check=True, capture_output=True)  # warms the cache
+    size = sum(p.stat().st_size for p in root.glob("runs/*/*.parquet")) / 2**20
+    print(f"{runs} runs ({size:.0f} MB of parquet): cache warmed in "
+          f"{time.perf_counter() - t0:.0f} s", flush=True)  # fmt: skip
+    ratios, a, b = [], [], []
+    for _ in range(args.n):
+        a.append(timed(board, env))
+        b.append(timed(bare, env))
+        ratios.append(a[-1] / b[-1])
+    r = float(np.median(ratios))
+    print(
+        f"{runs} runs: leaderboard (warm) {np.median(a):.2f} s, bare pyarrow read "
+        f"{np.median(b):.2f} s, median ratio {r:.2f} (min {min(ratios):.2f}, max "
+        f"{max(ratios):.2f}; bound {BOUND}: {'within' if r <= BOUND else 'OVER'}); load average "
+        f"{os.getloadavg()[0]:.1f}",
+        flush=True,
+    )
+    return r
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--runs", default="10,50")
+    ap.add_argument("--groups", type=int, default=2700)
+    ap.add_argument("--test", type=int, default=12600)
+    ap.add_argument("--meta", default="vote,lr")
+    ap.add_argument("--loro", action="store_true", help="keep the leave-one-run-out column")
+    ap.add_argument("-n", type=int, default=5, help="pairs timed")
+    args = ap.parse_args()
+    for runs in (int(v) for v in args.runs.split(",")):
+        one(runs, args)
+
+
+if __name__ == "__main__":
+    main()

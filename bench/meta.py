@@ -37,8 +37,9 @@ NAIVE = ("lr", "svm", "knn", "rf", "xgboost")
 RATIO_BOUND = 5.0
 # Each candidate's CV macro-F1 on the reference case (seed 0) before the speed work (commit
 # ed850df); a speed change may cost at most QUALITY_SLACK of any of them
+# (blend is left out: since 2cf8199 it mixes the learners only, a change of what it is, not speed)
 BEFORE = {"vote": 0.6632, "caruana": 0.7771, "lr": 0.8672, "knn": 0.8201, "svm": 0.8762,
-          "rf": 0.8286, "xgboost": 0.8631, "blend": 0.8769}  # fmt: skip
+          "rf": 0.8286, "xgboost": 0.8631}  # fmt: skip
 QUALITY_SLACK = 0.002
 
 

@@ -186,17 +186,6 @@ def import_cmd(
     )
 
 
-CANDIDATE_COLUMNS = [
-    ("meta", "meta", ""),
-    ("cv_macro_f1", "CV macro-F1", ".4f"),
-    ("cv_macro_f1_std", "± folds", ".4f"),
-    ("cv_accuracy", "accuracy", ".4f"),
-    ("cv_log_loss", "log loss", ".4f"),
-    ("seconds", "fit seconds", ".1f"),
-    ("pick", "", ""),
-]
-
-
 @app.command("fit")
 @expected_errors
 def fit_cmd(
@@ -242,6 +231,7 @@ def fit_cmd(
     """Cross-validate meta learners over the stored runs, pick one, write ensembles/NAME/."""
     from stackkit.contract.store import Store
     from stackkit.fit import fit_ensemble
+    from stackkit.leaderboard import candidate_columns
 
     _check_n_jobs(n_jobs)
     res = fit_ensemble(
@@ -266,7 +256,7 @@ def fit_cmd(
         "without that fold)"
     )
     print(f"{len(res.runset.names)} runs: {', '.join(res.runset.names)}")
-    print_table(rows, CANDIDATE_COLUMNS)
+    print_table(rows, candidate_columns("pick"))
     line = f"picked {res.selected.meta}: CV macro-F1 {res.selected.scores['macro_f1']:.4f}"
     if len(res.candidates) > 1:
         line += f" (the best of {len(res.candidates)} on the same rows: optimistic by selection)"
@@ -312,7 +302,7 @@ def leaderboard_cmd(
 ) -> None:
     """Every run and every meta candidate over the chosen runs, with leave-one-run-out."""
     from stackkit.contract.store import Store
-    from stackkit.leaderboard import leaderboard
+    from stackkit.leaderboard import candidate_columns, leaderboard, run_columns
 
     _check_n_jobs(n_jobs)
     if compare is not None:
@@ -333,28 +323,15 @@ def leaderboard_cmd(
     print_table(board.runs, run_columns(board.loro_meta), "runs (own OOF predictions)")
     print()
     rows = [dict(r.row(), pick="<- best" if r is board.best else "") for r in board.candidates]
-    print_table(rows, CANDIDATE_COLUMNS, "meta candidates (cross-validated over the stored folds)")
+    print_table(
+        rows, candidate_columns("pick"), "meta candidates (cross-validated over the stored folds)"
+    )
     if len(board.candidates) > 1:
         print(
             f"an ensemble fitted on these candidates: honest estimate {board.estimate.macro_f1:.4f}"
             f" (the best CV score, {board.best.scores['macro_f1']:.4f}, is optimistic by "
             "selection)"
         )
-
-
-def run_columns(loro_meta: str | None) -> list[tuple[str, str, str]]:
-    """The leaderboard's run table; the leave-one-run-out column only when it was computed."""
-    columns = [
-        ("run", "run", ""),
-        ("model", "model", ""),
-        ("oof_macro_f1", "macro-F1", ".4f"),
-        ("macro_f1_std", "± folds", ".4f"),
-        ("oof_accuracy", "accuracy", ".4f"),
-        ("oof_log_loss", "log loss", ".4f"),
-    ]
-    if loro_meta is not None:
-        columns.append(("loro_delta", f"macro-F1 lost without it ({loro_meta})", "+.4f"))
-    return columns
 
 
 @app.command("runs")

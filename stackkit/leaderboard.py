@@ -37,6 +37,37 @@ from stackkit.tables import AsTable
 log = logging.getLogger(__name__)
 
 
+# The columns of the leaderboard's two tables, as (key, header, format): one definition for the
+# CLI's text tables and the report's HTML ones.
+RUN_COLUMNS = [
+    ("run", "run", ""),
+    ("model", "model", ""),
+    ("oof_macro_f1", "macro-F1", ".4f"),
+    ("macro_f1_std", "± folds", ".4f"),
+    ("oof_accuracy", "accuracy", ".4f"),
+    ("oof_log_loss", "log loss", ".4f"),
+]
+CANDIDATE_COLUMNS = [
+    ("meta", "meta learner", ""),
+    ("cv_macro_f1", "CV macro-F1", ".4f"),
+    ("cv_macro_f1_std", "± folds", ".4f"),
+    ("cv_accuracy", "accuracy", ".4f"),
+    ("cv_log_loss", "log loss", ".4f"),
+    ("seconds", "fit seconds (all folds)", ".1f"),
+]
+
+
+def run_columns(loro_meta: str | None) -> list[tuple[str, str, str]]:
+    """The run table; the leave-one-run-out column only when it was computed (by ``loro_meta``)."""
+    loro = [("loro_delta", f"macro-F1 lost without it ({loro_meta})", "+.4f")] if loro_meta else []
+    return [*RUN_COLUMNS, *loro]
+
+
+def candidate_columns(pick_key: str) -> list[tuple[str, str, str]]:
+    """The candidate table, with a last unnamed column ``pick_key`` marking the pick."""
+    return [*CANDIDATE_COLUMNS, (pick_key, "", "")]
+
+
 @dataclass
 class Leaderboard(AsTable):
     """Every run and every meta candidate: ``to_frame()`` ranks the candidates,

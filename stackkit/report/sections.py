@@ -7,31 +7,13 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from stackkit.leaderboard import candidate_columns, run_columns
 from stackkit.report import html as H
 from stackkit.report import plots as P
 from stackkit.report import stats as S
 
 if TYPE_CHECKING:
     from stackkit.report.data import ReportData
-
-RUN_COLUMNS = [
-    ("run", "run", ""),
-    ("model", "model", ""),
-    ("oof_macro_f1", "macro-F1", ".4f"),
-    ("macro_f1_std", "± folds", ".4f"),
-    ("oof_accuracy", "accuracy", ".4f"),
-    ("oof_log_loss", "log loss", ".4f"),
-    ("loro_delta", "lost without it", "+.4f"),
-]
-CANDIDATE_COLUMNS = [
-    ("meta", "meta learner", ""),
-    ("cv_macro_f1", "CV macro-F1", ".4f"),
-    ("cv_macro_f1_std", "± folds", ".4f"),
-    ("cv_accuracy", "accuracy", ".4f"),
-    ("cv_log_loss", "log loss", ".4f"),
-    ("seconds", "fit seconds (all folds)", ".1f"),
-    ("picked", "", ""),
-]
 
 
 def _preds(data: ReportData) -> tuple[list[str], np.ndarray]:
@@ -53,8 +35,8 @@ def leaderboard(data: ReportData) -> str:
         "leaderboard", "Leaderboard",
         "Runs are scored on their own OOF predictions, meta learners by cross-validation over "
         "the same folds; '± folds' is the standard deviation of the per-fold macro-F1.",
-        "<h3>Runs</h3>", H.table(data.board.runs, RUN_COLUMNS),
-        "<h3>Meta learners tried</h3>", H.table(cands, CANDIDATE_COLUMNS, pick_key="picked"),
+        "<h3>Runs</h3>", H.table(data.board.runs, run_columns(data.board.loro_meta)),
+        "<h3>Meta learners tried</h3>", H.table(cands, candidate_columns("picked"), pick_key="picked"),
         H.img(P.fold_spread(names, per_fold, whole), "macro-F1 per fold"),
         H.para("How to read: each dot is one fold's macro-F1, the bar is the score on the whole "
                "OOF vector; dots far apart mean a score that depends on which people were "

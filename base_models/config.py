@@ -29,6 +29,7 @@ CHOICES = {
     "optimizer": ("adamw", "sgd"),
     "loss": ("ce", "focal"),
     "epoch_selection": ("fixed", "inner"),
+    "head": ("linear", "multitask"),  # base_models.model.HEADS
 }
 
 
@@ -131,7 +132,7 @@ def _number(cfg: dict, key: str, lo: float, hi: float, hi_open: bool = False) ->
 
 
 def _check_recipes(cfg: dict) -> None:
-    """Mixup/CutMix, EMA and TTA keys (issue 15), each refused in one line when out of range."""
+    """Mixup/CutMix, EMA, TTA and head keys (issue 15), each refused in one line when out of range."""
     for key in ("mixup_alpha", "cutmix_alpha"):
         cfg[key] = _number(cfg, key, 0, 100)
     cfg["mix_prob"] = _number(cfg, "mix_prob", 0, 1)
@@ -147,6 +148,13 @@ def _check_recipes(cfg: dict) -> None:
             f"tta must be a list of views among {', '.join(TTA_CHOICES)}, got {cfg['tta']!r}"
         )
     cfg["tta"] = list(dict.fromkeys(tta))
+    w = cfg["head_weights"]
+    ok = isinstance(w, list) and len(w) == 3
+    if not ok or any(isinstance(v, bool) or not isinstance(v, (int, float)) or v < 0 for v in w):
+        raise StackkitError(
+            f"head_weights must be three numbers >= 0 (mask, gender, age), got {w!r}"
+        )
+    cfg["head_weights"] = [float(v) for v in w]
 
 
 def config_hash(obj: dict) -> str:

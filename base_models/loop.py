@@ -28,6 +28,7 @@ from timm.utils import ModelEmaV3
 from tqdm.auto import tqdm
 
 from base_models.data import Normalizer
+from base_models.model import factor_labels
 from stackkit.metrics import macro_f1
 
 log = logging.getLogger(__name__)
@@ -100,6 +101,17 @@ def loss_fn(logits: torch.Tensor, y: torch.Tensor, cfg: dict) -> torch.Tensor:
     return F.cross_entropy(logits, y, label_smoothing=cfg["label_smoothing"])
 
 
+def head_loss(model, x: torch.Tensor, y: torch.Tensor, cfg: dict) -> torch.Tensor:
+    """The training loss of ``model`` on batch ``x``: :func:`loss_fn` on its logits, or for a
+    multi-task model (``head: multitask``) the ``head_weights``-weighted sum of :func:`loss_fn`
+    on each factor's logits against that factor's labels (soft targets: their marginals)."""
+    if cfg.get("head", "linear") != "multitask":
+        return loss_fn(model(x), y, cfg)
+    parts = model.factors(x)
+    targets = factor_labels(y, model.sizes)
+    return sum(w * loss_fn(z, t, cfg) for w, z, t in zip(cfg["head_weights"], parts, targets))
+
+
 def _centre_zoom(x: torch.Tensor, frac: float = 0.9) -> torch.Tensor:
     """The central ``frac`` of each side, resized back to the input size (bilinear)."""
     h, w = x.shape[-2:]
@@ -162,7 +174,7 @@ def train_epoch(model, loader, norm, opt, sched, cfg, desc: str, mixer=None, ema
         if mixer is not None and len(x) % 2 == 0:
             x, y = mixer(x, y)
         with autocast(norm.device):
-            loss = loss_fn(model(x), y, cfg)
+            loss = head_loss(model, x, y, cfg)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()

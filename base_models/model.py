@@ -2,16 +2,19 @@
 
 >>> net = create(name, n_classes=18)                       # random init
 >>> info = load_pretrained(net, "weights/resnet18.pth")     # classifier keys dropped
+>>> net = build(name, n_classes=18, head="multitask")      # mask 3 x gender 2 x age 3 heads
 """
 
 from __future__ import annotations
 
 import difflib
 import logging
+import math
 from pathlib import Path
 
 import timm
 import torch
+import torch.nn.functional as F
 
 from stackkit.contract.errors import StackkitError
 
@@ -32,6 +35,75 @@ def create(name: str, n_classes: int) -> torch.nn.Module:
     return timm.create_model(name, pretrained=False, num_classes=n_classes)
 
 
+HEADS = ("linear", "multitask")
+MASK_FACTORS = {"mask": 3, "gender": 2, "age": 3}  # label = 6 * mask + 3 * gender + age
+MASK_SIZES = tuple(MASK_FACTORS.values())
+
+
+def factor_labels(y: torch.Tensor, sizes=MASK_SIZES) -> list[torch.Tensor]:
+    """Class indices (B,) -> one index tensor per factor (mixed-radix digits, first most
+    significant); soft targets (B, C) -> each factor's marginal (B, size)."""
+    if y.ndim == 2:
+        t = y.reshape(len(y), *sizes)
+        dims = range(1, len(sizes) + 1)
+        return [t.sum(dim=tuple(d for d in dims if d != i)) for i in dims]
+    out, rest = [], y
+    for i in range(len(sizes) - 1, -1, -1):
+        out.append(rest % sizes[i])
+        rest = torch.div(rest, sizes[i], rounding_mode="floor")
+    return out[::-1]
+
+
+def decode(parts: list[torch.Tensor]) -> torch.Tensor:
+    """Per-factor logits -> (B, prod sizes) log-probabilities: the sum of each factor's
+    log-softmax, the first factor most significant (log p(mask) + log p(gender) + log p(age))."""
+    out = None
+    for z in parts:
+        lp = F.log_softmax(z.float(), dim=1)
+        out = lp if out is None else (out[:, :, None] + lp[:, None, :]).flatten(1)
+    return out
+
+
+class MultiTask(torch.nn.Module):
+    """One timm backbone (``num_classes=0``: pooled features) and one linear head per factor.
+    ``forward`` gives the decoded class log-probabilities, so prediction, TTA and the contract
+    see an ordinary ``C``-way model; ``factors`` gives the per-factor logits the loss needs."""
+
+    def __init__(self, name: str, sizes=MASK_SIZES):
+        super().__init__()
+        check_name(name)
+        self.backbone = timm.create_model(name, pretrained=False, num_classes=0)
+        self.sizes = tuple(int(s) for s in sizes)
+        width = self.backbone.num_features
+        self.heads = torch.nn.ModuleList(torch.nn.Linear(width, s) for s in self.sizes)
+
+    @property
+    def pretrained_cfg(self) -> dict:
+        return self.backbone.pretrained_cfg
+
+    def factors(self, x: torch.Tensor) -> list[torch.Tensor]:
+        f = self.backbone(x)
+        return [h(f) for h in self.heads]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return decode(self.factors(x))
+
+
+def build(name: str, n_classes: int, head: str = "linear") -> torch.nn.Module:
+    """The run's network: timm's own ``n_classes``-way classifier, or :class:`MultiTask` over
+    the mask layout's factors (which needs the 18 classes they make)."""
+    if head == "linear":
+        return create(name, n_classes)
+    sizes = MASK_SIZES
+    if n_classes != math.prod(sizes):
+        raise StackkitError(
+            f"head: multitask needs the mask layout's {math.prod(sizes)} classes "
+            f"(mask x gender x age), folds.parquet has {n_classes} (manifest factor columns "
+            "are not supported yet)"
+        )
+    return MultiTask(name, sizes)
+
+
 def _classifier_prefixes(model: torch.nn.Module) -> tuple[str, ...]:
     head = (getattr(model, "pretrained_cfg", None) or {}).get("classifier") or ()
     heads = (head,) if isinstance(head, str) else tuple(head)
@@ -40,7 +112,9 @@ def _classifier_prefixes(model: torch.nn.Module) -> tuple[str, ...]:
 
 def load_pretrained(model: torch.nn.Module, path: str | Path) -> None:
     """Load a local state dict (``.pth``/``.safetensors``), the classifier excepted; strict
-    otherwise, with the mismatched keys named."""
+    otherwise, with the mismatched keys named. A :class:`MultiTask` loads it into its backbone."""
+    if isinstance(model, MultiTask):
+        model = model.backbone
     path = Path(path).expanduser()
     if not path.is_file():
         raise StackkitError(f"--pretrained {path}: file not found")

@@ -31,7 +31,7 @@ from base_models.config import TTA_VIEWS
 from base_models.data import Normalizer, eval_transform
 from base_models.images import DECODE_ERRORS, decode, scale_size
 from base_models.loop import VIEWS, predict
-from base_models.model import create
+from base_models.model import MASK_FACTORS, MultiTask, build
 from stackkit.contract.errors import StackkitError
 from stackkit.contract.store import atomic_path, read_json, write_json
 
@@ -64,7 +64,8 @@ def save_fold_model(folder: Path, fold: int, net: torch.nn.Module, *, model: str
         "format": FORMAT,
         "framework": "timm",
         "model": model,
-        "head": net.pretrained_cfg.get("classifier"),
+        "head": "multitask" if isinstance(net, MultiTask) else net.pretrained_cfg.get("classifier"),
+        "factors": dict(MASK_FACTORS) if isinstance(net, MultiTask) else None,
         "num_classes": len(classes),
         "classes": list(classes),
         "n_folds": int(n_folds),
@@ -120,7 +121,8 @@ def load_fold_model(folder: Path, fold: int, info: dict) -> torch.nn.Module:
             f"{path}: made with config {made_with}, model.json describes {info['config_hash']} "
             "(the fold was retrained without saving its model): retrain it"
         )
-    net = create(info["model"], int(info["num_classes"]))
+    head = "multitask" if info.get("head") == "multitask" else "linear"
+    net = build(info["model"], int(info["num_classes"]), head)
     want = net.state_dict()
     missing = [k for k in want if k not in state]
     extra = [k for k in state if k not in want]

@@ -49,7 +49,7 @@ from base_models.data import (
 )
 from base_models.images import ImageCache, build_cache, scale_size
 from base_models.loop import Scored, fit, predict
-from base_models.model import create, load_pretrained
+from base_models.model import MASK_FACTORS, build, create, load_pretrained
 from base_models.predict import fold_config_hash, fold_file, save_fold_model
 from base_models.splits import ImageTable, Split, build_splits, image_table, inner_slice
 from stackkit import metrics
@@ -192,6 +192,13 @@ def resolve_job(
     pre = _pretrained(probe, pretrained)
     dcfg = data_config(probe, cfg["img_size"], cfg["crop_pct"])
     ds = load_dataset(data, **_data_options(fold_set, age_boundary, label_fix))
+    if cfg["head"] == "multitask":
+        if ds.layout != "mask":
+            raise StackkitError(
+                f"head: multitask: {data} is a {ds.layout} layout; factor heads are built for the "
+                "mask layout only (manifest factor columns are not supported yet)"
+            )
+        build(model, fold_set.n_classes, "multitask")  # refuses a class count of other factors
     pseudo_df, pseudo_info = _pseudo(store, pseudo, fold_set)
     table = image_table(ds, fold_set, pseudo_df)
     seed = DEFAULT_SEED if seed is None else int(seed)
@@ -486,7 +493,7 @@ def _run_fold(job: Job, split: Split, cache) -> None:
 
 
 def _fresh_model(job: Job):
-    net = create(job.model, job.folds.n_classes)
+    net = build(job.model, job.folds.n_classes, job.cfg["head"])
     if job.pretrained:
         load_pretrained(net, job.pretrained["path"])
     norm = Normalizer(job.dcfg, job.device)
@@ -595,6 +602,10 @@ def _recipe(cfg: dict) -> dict:
         "ema": {"decay": cfg["ema_decay"], "predictions_from": "ema weights"}
         if cfg["ema_decay"] > 0 else None,
         "tta": list(cfg["tta"]),
+        "head": {"kind": "multitask", "factors": dict(MASK_FACTORS),
+                 "weights": list(cfg["head_weights"]),
+                 "logits": "log p(mask) + log p(gender) + log p(age), label = 6*mask + 3*gender + age"}
+        if cfg["head"] == "multitask" else None,
     }  # fmt: skip
 
 

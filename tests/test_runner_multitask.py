@@ -1,0 +1,125 @@
+"""Multi-task heads (issue 15 item 4) on the CPU with timm's tiny test models: the decode is a
+log-probability over the 18 classes equal to the hand sum, the loss is the weighted sum of three
+cross-entropies, and a multitask run records its head and predicts again from its saved models."""
+
+from __future__ import annotations
+
+import json
+import re
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+import torch.nn.functional as F
+from imagedata import make_manifest_data, make_mask_data
+
+from base_models import train
+from base_models.config import resolve_config
+from base_models.loop import head_loss
+from base_models.model import MultiTask, build, decode, factor_labels
+from base_models.predict import predict_run
+from stackkit.contract import schema
+from stackkit.contract.errors import StackkitError
+from stackkit.data.layouts import MASK_CLASSES, folds_for_data, load_dataset
+
+
+def test_decode_is_the_hand_sum_of_the_three_log_softmaxes():
+    torch.manual_seed(0)
+    m, g, a = torch.randn(4, 3), torch.randn(4, 2), torch.randn(4, 3)
+    out = decode([m, g, a])
+    assert out.shape == (4, 18)
+    np.testing.assert_allclose(out.exp().sum(1).numpy(), 1.0, atol=1e-6)  # a distribution
+    lm, lg, la = (F.log_softmax(z, 1) for z in (m, g, a))
+    for i in range(3):
+        for j in range(2):
+            for k in range(3):
+                label = 6 * i + 3 * j + k
+                name = MASK_CLASSES[label].split("_")  # the layout's own class order
+                assert name[0] == ("wear", "incorrect", "none")[i]
+                assert name[1] == ("male", "female")[j] and name[2] == ("<30", "30-59", "60+")[k]
+                want = lm[:, i] + lg[:, j] + la[:, k]
+                np.testing.assert_allclose(out[:, label].numpy(), want.numpy(), atol=1e-6)
+
+
+def test_factor_labels_hard_and_soft():
+    y = torch.arange(18)
+    mask, gender, age = factor_labels(y)
+    assert torch.equal(6 * mask + 3 * gender + age, y)
+    soft = torch.zeros(2, 18)
+    soft[0, 17], soft[0, 0] = 0.25, 0.75  # none_female_60+ and wear_male_<30
+    soft[1] = 1 / 18
+    sm, sg, sa = factor_labels(soft)
+    np.testing.assert_allclose(sm[0].numpy(), [0.75, 0, 0.25])
+    np.testing.assert_allclose(sg[0].numpy(), [0.75, 0.25])
+    np.testing.assert_allclose(sa[0].numpy(), [0.75, 0, 0.25])
+    np.testing.assert_allclose(sg[1].numpy(), [0.5, 0.5], atol=1e-6)
+
+
+def test_loss_is_the_weighted_sum_of_three_cross_entropies():
+    torch.manual_seed(0)
+    net = MultiTask("test_resnet").eval()
+    x = torch.randn(2, 3, 32, 32)
+    y = torch.tensor([17, 4])  # (none, female, 60+) and (wear, female, 30-59)
+    cfg = resolve_config("test_resnet", {}) | {"head": "multitask", "head_weights": [1.0, 0.5, 2.0]}
+    m, g, a = net.factors(x)
+    want = (
+        F.cross_entropy(m, torch.tensor([2, 0]))
+        + 0.5 * F.cross_entropy(g, torch.tensor([1, 1]))
+        + 2.0 * F.cross_entropy(a, torch.tensor([2, 1]))
+    )
+    torch.testing.assert_close(head_loss(net, x, y, cfg), want)
+    # equal weights: the 18-way cross-entropy of the decoded log-probabilities
+    cfg["head_weights"] = [1.0, 1.0, 1.0]
+    torch.testing.assert_close(head_loss(net, x, y, cfg), F.nll_loss(net(x), y))
+
+
+def test_multitask_needs_the_mask_layouts_classes(tmp_path):
+    with pytest.raises(
+        StackkitError, match=re.escape("head: multitask needs the mask layout's 18")
+    ):
+        build("test_resnet", 5, "multitask")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("head_weights: [1, 1]\n")
+    with pytest.raises(StackkitError, match=re.escape("head_weights must be three numbers")):
+        resolve_config("test_resnet", {}, bad)
+
+
+def test_a_multitask_run_records_its_head_and_predicts_as_it_trained(tmp_path):
+    data = make_mask_data(tmp_path / "data", n_people=6, n_test=4)
+    folds_for_data(data, artifacts=tmp_path / "art", n_folds=2, seed=0)
+    cfg = tmp_path / "mt.yaml"
+    cfg.write_text("head: multitask\nhead_weights: [1.0, 1.0, 2.0]\nbatch: 8\n")
+    result = train(
+        model="test_resnet", data=data, artifacts=tmp_path / "art", epochs=1, config=cfg,
+        device="cpu", workers=0, threads=1,
+    )  # fmt: skip
+    info = json.loads((result.run_dir / "run.json").read_text())
+    head = info["recipe"]["head"]
+    assert head["kind"] == "multitask" and head["weights"] == [1.0, 1.0, 2.0]
+    assert head["factors"] == {"mask": 3, "gender": 2, "age": 3}
+    model_json = json.loads((result.run_dir / "models" / "model.json").read_text())
+    assert model_json["head"] == "multitask"
+    t = pd.read_parquet(result.run_dir / "test.parquet")
+    z = t[schema.logit_columns(18)].to_numpy(np.float64)
+    # identity + hflip averaged in log space: softmax of the logits is still a distribution
+    assert np.all(np.isfinite(z)) and np.all(z <= 1e-6)
+    test = load_dataset(data).test
+    logits, _ = predict_run(result.run_dir / "models", list(test["path"]), device="cpu")
+    for k in (0, 1):
+        want = t[t["fold"] == k].set_index("sample_id").loc[list(test["sample_id"])]
+        np.testing.assert_allclose(logits[k], want[schema.logit_columns(18)], atol=1e-4)
+
+
+def test_multitask_on_a_manifest_is_refused_before_anything_is_written(tmp_path):
+    data = make_manifest_data(
+        tmp_path / "data", n_train=36, n_test=2, classes=[f"c{i}" for i in range(18)]
+    )
+    folds_for_data(data, artifacts=tmp_path / "art", n_folds=2, seed=0)
+    cfg = tmp_path / "mt.yaml"
+    cfg.write_text("head: multitask\n")
+    with pytest.raises(StackkitError, match=r"head: multitask: .* is a manifest layout"):
+        train(model="test_resnet", data=data, artifacts=tmp_path / "art", config=cfg,
+              device="cpu", workers=0, threads=1)  # fmt: skip
+    runs = tmp_path / "art" / "runs"
+    assert not runs.exists() or not any(runs.iterdir())

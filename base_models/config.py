@@ -148,6 +148,10 @@ def _check_recipes(cfg: dict) -> None:
             f"tta must be a list of views among {', '.join(TTA_CHOICES)}, got {cfg['tta']!r}"
         )
     cfg["tta"] = list(dict.fromkeys(tta))
+    if cfg["channels_last"] not in ("auto", True, False):
+        raise StackkitError(
+            f"channels_last must be auto, true or false, got {cfg['channels_last']!r}"
+        )
     w = cfg["head_weights"]
     ok = isinstance(w, list) and len(w) == 3
     if not ok or any(isinstance(v, bool) or not isinstance(v, (int, float)) or v < 0 for v in w):

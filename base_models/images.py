@@ -19,6 +19,7 @@ import hashlib
 import json
 import logging
 import math
+import shutil
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -64,6 +65,28 @@ def decode(path: str, size: tuple[int, int], interpolation: str = "bicubic") -> 
         return np.asarray(im.crop((left, top, left + w, top + h)), dtype=np.uint8)
 
 
+GIB = 2**30
+
+
+def cache_bytes(n: int, size: tuple[int, int]) -> int:
+    """What the cache of ``n`` images at ``size`` (H, W) takes on disk (uint8 RGB + header)."""
+    return n * size[0] * size[1] * 3 + 128
+
+
+def check_disk(folder: Path, needed: int) -> None:
+    """Refuse, with the numbers, a cache that does not fit on ``folder``'s disk (checked on the
+    nearest existing parent, before anything is written)."""
+    probe = Path(folder).resolve()
+    while not probe.exists() and probe != probe.parent:
+        probe = probe.parent
+    free = shutil.disk_usage(probe).free
+    if needed > free:
+        raise StackkitError(
+            f"{folder}: the image cache needs {needed / GIB:.2f} GiB, the disk has "
+            f"{free / GIB:.2f} GiB free; free some space, or train at a smaller --img-size"
+        )
+
+
 def paths_hash(paths: list[str]) -> str:
     return hashlib.sha256("\n".join(paths).encode("utf-8")).hexdigest()
 
@@ -87,6 +110,7 @@ def build_cache(
             _check_bad(bad, paths, skip_bad)
             log.info("reusing image cache %s (%d images)", npy, len(paths))
             return ImageCache(npy, size, bad)
+    check_disk(folder, cache_bytes(len(paths), size))
     folder.mkdir(parents=True, exist_ok=True)
     bad = _decode_all(paths, npy, size, interpolation, threads)
     _check_bad(bad, paths, skip_bad)

@@ -28,7 +28,7 @@ from tqdm.auto import tqdm
 
 import stackkit
 from base_models.config import TTA_VIEWS
-from base_models.data import Normalizer, eval_transform
+from base_models.data import Normalizer, eval_transform, use_channels_last
 from base_models.images import DECODE_ERRORS, decode, scale_size
 from base_models.loop import VIEWS, predict
 from base_models.model import MASK_FACTORS, MultiTask, build
@@ -171,7 +171,7 @@ def predict_run(
     dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     k_folds, c = int(info["n_folds"]), int(info["num_classes"])
     nets = [load_fold_model(folder, k, info) for k in range(k_folds)]  # all checked first
-    norm = Normalizer(dcfg, dev)
+    norm = Normalizer(dcfg, dev, use_channels_last(info["model"], dev))
     nets = [n.to(dev, memory_format=norm.memory_format) for n in nets]
     transform = eval_transform(dcfg)
     views = tuple(info["tta"])

@@ -46,6 +46,7 @@ from base_models.data import (
     eval_transform,
     make_loader,
     train_transform,
+    use_channels_last,
 )
 from base_models.images import ImageCache, build_cache, scale_size
 from base_models.loop import Scored, fit, predict
@@ -496,8 +497,12 @@ def _fresh_model(job: Job):
     net = build(job.model, job.folds.n_classes, job.cfg["head"])
     if job.pretrained:
         load_pretrained(net, job.pretrained["path"])
-    norm = Normalizer(job.dcfg, job.device)
+    norm = Normalizer(job.dcfg, job.device, _channels_last(job))
     return net.to(job.device, memory_format=norm.memory_format), norm
+
+
+def _channels_last(job: Job) -> bool:
+    return use_channels_last(job.model, job.device, job.cfg["channels_last"])
 
 
 def _fit_fold(job: Job, net, norm, loader, split: Split):
@@ -575,7 +580,7 @@ def _write_run(store: Store, run: str, job: Job, resolved: dict) -> None:
     info = {
         "run": run, "model": job.model, "classes": list(job.folds.classes), "n_folds": job.folds.n_folds,
         "folds_hash": job.folds.hash, "seed": job.seed, "tta": list(job.cfg["tta"]),
-        "recipe": _recipe(job.cfg),
+        "recipe": _recipe(job.cfg) | {"channels_last": _channels_last(job)},
         "metrics": _run_metrics(job, oof, records), "created": pd.Timestamp.now(tz="UTC").isoformat(),
         "versions": {"python": platform.python_version(), "torch": torch.__version__,
                      "timm": timm.__version__, "stackkit": stackkit.__version__},

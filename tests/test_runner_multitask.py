@@ -155,3 +155,17 @@ def test_channels_last_is_chosen_per_family_and_never_on_the_cpu(tmp_path):
     bad.write_text("channels_last: sometimes\n")
     with pytest.raises(StackkitError, match="channels_last must be auto, true or false"):
         resolve_config("test_resnet", {}, bad)
+
+
+def test_the_demos_multitask_run_differs_from_its_18_way_run_by_the_head_only():
+    from base_models import demo
+
+    lin = resolve_config("test_convnext", {}, demo.CONFIG)
+    mt = resolve_config("test_convnext", {}, demo.CONFIG_MT)
+    assert {k for k in lin if lin[k] != mt[k]} == {"head"} and mt["head"] == "multitask"
+    one = {"oof": 0.30, "test": 0.25}
+    assert demo.multitask_verdict(one, {"oof": 0.32, "test": 0.26}).startswith(
+        "multi-task heads helped on this backbone: OOF macro-F1 +0.0200, test macro-F1 +0.0100"
+    )
+    assert "did not help" in demo.multitask_verdict(one, {"oof": 0.30, "test": 0.2})
+    assert "is mixed" in demo.multitask_verdict(one, {"oof": 0.31, "test": 0.2})

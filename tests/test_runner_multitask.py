@@ -169,3 +169,22 @@ def test_the_demos_multitask_run_differs_from_its_18_way_run_by_the_head_only():
     )
     assert "did not help" in demo.multitask_verdict(one, {"oof": 0.30, "test": 0.2})
     assert "is mixed" in demo.multitask_verdict(one, {"oof": 0.31, "test": 0.2})
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_cuda_multitask_run_bf16_and_channels_last_per_family(tmp_path):
+    data = make_mask_data(tmp_path / "data", n_people=6, n_test=4)
+    folds_for_data(data, artifacts=tmp_path / "art", n_folds=2, seed=0)
+    cfg = tmp_path / "mt.yaml"
+    cfg.write_text("head: multitask\nbatch: 8\n")
+    for model, channels_last in (("test_efficientnet", True), ("test_nfnet", False)):
+        result = train(
+            model=model, data=data, artifacts=tmp_path / "art", epochs=1, config=cfg,
+            device="cuda", workers=2,
+        )  # fmt: skip
+        info = json.loads((result.run_dir / "run.json").read_text())
+        assert info["device"].startswith("cuda") and info["recipe"]["head"]["kind"] == "multitask"
+        assert info["recipe"]["channels_last"] is channels_last
+        z = pd.read_parquet(result.run_dir / "oof.parquet")[schema.logit_columns(18)]
+        assert np.all(np.isfinite(z.to_numpy()))

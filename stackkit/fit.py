@@ -248,7 +248,7 @@ def fit_ensemble(
     ensemble's lock throughout (``one_writer``); ``force`` replaces an existing one.
     ``write=False`` computes the same result and writes nothing (a notebook trying options)."""
     from stackkit.meta.bias import decide_bias
-    from stackkit.meta.registry import check_params
+    from stackkit.meta.registry import check_params, resolve_factors
 
     metas = resolve_metas(meta)
     check_engine(engine)
@@ -257,6 +257,8 @@ def fit_ensemble(
     if is_auto(meta):
         metas = auto_size_rule(metas, len(folds.frame))
     check_params(params, metas, smallest_training_split(folds))  # before any work
+    cli_params = params
+    params = resolve_factors(params, metas, (folds.meta.get("data") or {}).get("layout"))
     warm = None
     if engine == "local":  # start the worker processes while the runs are read and checked
         cells = len(folds.frame) * len(runs) * folds.n_classes
@@ -333,7 +335,7 @@ def fit_ensemble(
     if res.note:
         log.warning("%s", res.note)
     if write:
-        write_ensemble(store, res, params, command)
+        write_ensemble(store, res, cli_params, command)
         res.written = True
     return res
 

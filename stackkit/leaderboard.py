@@ -130,13 +130,14 @@ def leaderboard(
     use_cache: bool = True,
     exclude: list[str] | None = None,
 ) -> Leaderboard:
-    from stackkit.meta.registry import check_params
+    from stackkit.meta.registry import check_params, resolve_factors
 
     metas = resolve_metas(meta)
     folds = store.read_folds()
     if is_auto(meta):
         metas = auto_size_rule(metas, len(folds.frame))
     check_params(params, metas, smallest_training_split(folds))  # before any work
+    params = resolve_factors(params, metas, (folds.meta.get("data") or {}).get("layout"))
     runset = store.load_runs(choose_runs(store, folds, runs, exclude), folds)
     rows = run_scores(runset)
     candidates = cross_validate(runset, metas, params, n_jobs, use_cache)

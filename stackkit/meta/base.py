@@ -87,7 +87,9 @@ class _MetaLearner(ClassifierMixin, BaseEstimator):
         self._validate_params()
         X, y, c = fit_input(self, X, y)
         self.present_ = np.unique(y)  # classes seen in training; the others get probability 0
-        self.features_ = RunFeatures(c, self.features, self.temperature, self.combine).fit(X, y)
+        self.features_ = RunFeatures(
+            c, self.features, self.temperature, self.combine, self.factors
+        ).fit(X, y)
         Z = self.features_.transform(X)
         if len(self.present_) > 1:
             with self._threads():

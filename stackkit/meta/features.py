@@ -10,6 +10,14 @@ per-row shift (CONTRACT.md), so every representation here starts from the per-ru
   only (minimising that run's log loss), so over- and under-confident runs speak on one scale.
 - ``combine="concat"``: one block of C features per run (R*C); ``"mean"``: the per-class mean over
   runs (C; the order of the runs cannot matter); ``"both"``: the R blocks and the mean (R*C + C).
+- ``factors="mask"``: where the classes are a product of factors (the mask layout: 18 classes =
+  mask 3 x gender 2 x age 3, label = 6*mask + 3*gender + age), each block of C class features
+  gains the per-factor marginals of the same probabilities (summed per mask, gender and age
+  value: 3 + 2 + 3 = 8 columns; their logs, clipped alike, for ``kind="logprob"``), so the
+  columns are the R blocks of C, then their R blocks of K marginals, then (``mean``/``both``)
+  the pooled C and the pooled K. ``"none"``: no marginals. ``"auto"``: the learners' default;
+  ``fit`` and ``leaderboard`` resolve it from folds.parquet's ``data.layout`` (``mask`` there,
+  else ``none``, :func:`stackkit.meta.registry.resolve_factors`); unresolved it means ``none``.
 
     >>> feats = RunFeatures(n_classes=18, kind="logprob", temperature=True).fit(X_train, y_train)
     >>> Z = feats.transform(X_test)
@@ -32,6 +40,10 @@ log = logging.getLogger(__name__)
 
 KINDS = ("proba", "logprob")
 COMBINES = ("concat", "mean", "both")
+# class = row-major index over the factors' values: the mask layout's 6*mask + 3*gender + age
+# (stackkit.data.layouts.MASK_CLASSES; tests/test_factors.py pins the two together)
+FACTORS = {"mask": (3, 2, 3)}
+FACTOR_OPTIONS = ("none", "auto", *FACTORS)
 LOGPROB_FLOOR = np.log(1e-6)  # a run's "impossible" is as informative as "one in a million"
 LOG_T_BOUNDS = (-4.0, 4.0)  # temperatures in [e^-4, e^4]: far wider than any real run needs
 
@@ -47,6 +59,7 @@ FEATURE_CONSTRAINTS = {
     "features": [StrOptions(set(KINDS))],
     "temperature": ["boolean"],
     "combine": [StrOptions(set(COMBINES))],
+    "factors": [StrOptions(set(FACTOR_OPTIONS))],
 }
 
 
@@ -85,6 +98,16 @@ def fit_temperature(logits: np.ndarray, y: np.ndarray) -> float:
     return float(np.exp(res.x))
 
 
+def factor_marginals(proba: np.ndarray, sizes: tuple[int, ...]) -> np.ndarray:
+    """``(..., C)`` probabilities -> ``(..., sum(sizes))``: for each factor in turn, the summed
+    probability of each of its values (C = prod(sizes), classes row-major over the factors)."""
+    p = np.asarray(proba, dtype=np.float64)
+    cube = p.reshape(*p.shape[:-1], *sizes)
+    lead, k = p.ndim - 1, len(sizes)
+    parts = [cube.sum(axis=tuple(lead + j for j in range(k) if j != i)) for i in range(k)]
+    return np.concatenate(parts, axis=-1)
+
+
 def run_features(logits: np.ndarray, kind: str, temperatures: np.ndarray | None) -> np.ndarray:
     """``(n, R, C)`` logits -> ``(n, R, C)`` per-run probabilities or log-probabilities."""
     z = logits if temperatures is None else logits / temperatures[None, :, None]
@@ -92,10 +115,20 @@ def run_features(logits: np.ndarray, kind: str, temperatures: np.ndarray | None)
     return np.exp(lp) if kind == "proba" else np.maximum(lp, LOGPROB_FLOOR)
 
 
+def marginal_features(f: np.ndarray, kind: str, sizes: tuple[int, ...]) -> np.ndarray:
+    """Per-run features ``(n, R, C)`` from :func:`run_features` -> ``(n, R, K)`` marginals on
+    the same scale (K = sum(sizes))."""
+    if kind == "proba":
+        return factor_marginals(f, sizes)
+    m = factor_marginals(np.exp(f), sizes)  # back to probabilities (floored ones add ~1e-6)
+    return np.maximum(np.log(np.maximum(m, 1e-300)), LOGPROB_FLOOR)
+
+
 class RunFeatures(TransformerMixin, BaseEstimator):
     """Turn run-major logits into meta features (see the module docstring).
 
-    Fitted: ``temperatures_`` (R,) (ones without ``temperature``), ``n_runs_``, ``n_classes_``.
+    Fitted: ``temperatures_`` (R,) (ones without ``temperature``), ``n_runs_``, ``n_classes_``,
+    ``factors_`` (``"auto"`` resolved: ``"none"``) and ``n_marginals_`` (K, 0 without factors).
     """
 
     _parameter_constraints: ClassVar[dict] = {
@@ -103,6 +136,7 @@ class RunFeatures(TransformerMixin, BaseEstimator):
         "kind": FEATURE_CONSTRAINTS["features"],
         "temperature": ["boolean"],
         "combine": FEATURE_CONSTRAINTS["combine"],
+        "factors": FEATURE_CONSTRAINTS["factors"],
     }
 
     def __init__(
@@ -111,11 +145,13 @@ class RunFeatures(TransformerMixin, BaseEstimator):
         kind: str = "proba",
         temperature: bool = False,
         combine: str = "concat",
+        factors: str = "none",
     ):
         self.n_classes = n_classes
         self.kind = kind
         self.temperature = temperature
         self.combine = combine
+        self.factors = factors
 
     def fit(self, X, y):
         self._validate_params()
@@ -123,6 +159,15 @@ class RunFeatures(TransformerMixin, BaseEstimator):
         self.n_classes_ = infer_n_classes(y, self.n_classes)
         z = split_runs(X, self.n_classes_)
         self.n_runs_ = z.shape[1]
+        self.factors_ = "none" if self.factors == "auto" else self.factors
+        sizes = FACTORS.get(self.factors_, ())
+        if sizes and int(np.prod(sizes)) != self.n_classes_:
+            raise ValueError(
+                f"factors={self.factors_!r} is a product of {len(sizes)} factors "
+                f"{'x'.join(map(str, sizes))} = {int(np.prod(sizes))} classes, "
+                f"not n_classes={self.n_classes_}"
+            )
+        self.n_marginals_ = int(sum(sizes))
         if self.temperature:
             self.temperatures_ = np.array(
                 [fit_temperature(z[:, r], y) for r in range(self.n_runs_)]
@@ -140,22 +185,25 @@ class RunFeatures(TransformerMixin, BaseEstimator):
                 f"on {self.n_runs_} runs of {self.n_classes_} classes"
             )
         f = run_features(z, self.kind, self.temperatures_ if self.temperature else None)
-        flat = f.reshape(len(f), -1)
-        if self.combine == "concat":
-            return flat
-        mean = f.mean(axis=1)
-        return mean if self.combine == "mean" else np.hstack([flat, mean])
+        blocks = [f]
+        if self.n_marginals_:
+            blocks.append(marginal_features(f, self.kind, FACTORS[self.factors_]))
+        per_run = [b.reshape(len(b), -1) for b in blocks]
+        pooled = [b.mean(axis=1) for b in blocks]
+        parts = {"concat": per_run, "mean": pooled, "both": per_run + pooled}[self.combine]
+        return parts[0] if len(parts) == 1 else np.hstack(parts)
 
     def per_run(self, column_importance: np.ndarray) -> np.ndarray:
         """Sum non-negative per-column importances into per-run weights (normalised to sum 1);
         pooled (mean) columns are split equally among the runs."""
         imp = np.abs(np.asarray(column_importance, dtype=np.float64))
-        r, c = self.n_runs_, self.n_classes_
+        r, c, k = self.n_runs_, self.n_classes_, self.n_marginals_
         w = np.zeros(r)
         if self.combine in ("concat", "both"):
             w += imp[: r * c].reshape(r, c).sum(axis=1)
+            w += imp[r * c : r * (c + k)].reshape(r, k).sum(axis=1)
         if self.combine in ("mean", "both"):
-            w += imp[-c:].sum() / r
+            w += imp[-(c + k) :].sum() / r
         total = w.sum()
         return w / total if total > 0 else np.full(r, 1.0 / r)
 
@@ -164,5 +212,6 @@ class RunFeatures(TransformerMixin, BaseEstimator):
             "kind": self.kind,
             "temperature": bool(self.temperature),
             "combine": self.combine,
+            "factors": self.factors_,
             "temperatures": [round(float(t), 6) for t in self.temperatures_],
         }

@@ -36,6 +36,7 @@ class KNNLearner(_MetaLearner):
         features: str = KNN["features"],
         temperature: bool = KNN["temperature"],
         combine: str = KNN["combine"],
+        factors: str = KNN["factors"],
         n_neighbors: int = KNN["n_neighbors"],
         weights: str = KNN["weights"],
         n_jobs: int | None = N_JOBS,
@@ -44,6 +45,7 @@ class KNNLearner(_MetaLearner):
         self.features = features
         self.temperature = temperature
         self.combine = combine
+        self.factors = factors
         self.n_neighbors = n_neighbors
         self.weights = weights
         self.n_jobs = n_jobs

@@ -37,6 +37,7 @@ class LRLearner(_MetaLearner):
         features: str = LR["features"],
         temperature: bool = LR["temperature"],
         combine: str = LR["combine"],
+        factors: str = LR["factors"],
         C: float = LR["C"],
         standardize: bool = LR["standardize"],
         class_weight: str | None = LR["class_weight"],
@@ -48,6 +49,7 @@ class LRLearner(_MetaLearner):
         self.features = features
         self.temperature = temperature
         self.combine = combine
+        self.factors = factors
         self.C = C
         self.standardize = standardize
         self.class_weight = class_weight
@@ -128,6 +130,7 @@ class SVMLearner(_MetaLearner):
         features: str = SVM["features"],
         temperature: bool = SVM["temperature"],
         combine: str = SVM["combine"],
+        factors: str = SVM["factors"],
         C: float = SVM["C"],
         gamma: float | None = SVM["gamma"],
         n_components: int = SVM["n_components"],
@@ -141,6 +144,7 @@ class SVMLearner(_MetaLearner):
         self.features = features
         self.temperature = temperature
         self.combine = combine
+        self.factors = factors
         self.C = C
         self.gamma = gamma
         self.n_components = n_components

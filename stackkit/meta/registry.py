@@ -111,3 +111,20 @@ def parse_params(items: list[str]) -> dict[str, dict]:
     for learner, p in out.items():
         make_learner(learner, n_classes=None, params=p)
     return out
+
+
+def resolve_factors(params: dict | None, metas: list[str], layout: str | None) -> dict:
+    """``params`` with every ``factors="auto"`` (given, or a learner's default) of the learners
+    in ``metas`` made concrete for the data's ``layout`` (folds.parquet's ``data.layout``): the
+    layout's own factors where it has them (``mask``: mask x gender x age), else ``"none"``."""
+    from stackkit.meta.features import FACTORS
+
+    out = {name: dict(p) for name, p in (params or {}).items()}
+    classes = _classes()
+    for name in metas:
+        if name not in classes or "factors" not in classes[name]().get_params(deep=False):
+            continue
+        value = out.get(name, {}).get("factors", classes[name]().factors)
+        if value == "auto":
+            out.setdefault(name, {})["factors"] = layout if layout in FACTORS else "none"
+    return out

@@ -71,6 +71,7 @@ class RFLearner(_MetaLearner):
         features: str = RF["features"],
         temperature: bool = RF["temperature"],
         combine: str = RF["combine"],
+        factors: str = RF["factors"],
         splitter: str = RF["splitter"],
         n_estimators: int = RF["n_estimators"],
         max_samples: float | None = RF["max_samples"],
@@ -84,6 +85,7 @@ class RFLearner(_MetaLearner):
         self.features = features
         self.temperature = temperature
         self.combine = combine
+        self.factors = factors
         self.splitter = splitter
         self.n_estimators = n_estimators
         self.max_samples = max_samples
@@ -143,6 +145,7 @@ class XGBLearner(_MetaLearner):
         features: str = XGB["features"],
         temperature: bool = XGB["temperature"],
         combine: str = XGB["combine"],
+        factors: str = XGB["factors"],
         n_estimators: int = XGB["n_estimators"],
         max_depth: int = XGB["max_depth"],
         learning_rate: float = XGB["learning_rate"],
@@ -160,6 +163,7 @@ class XGBLearner(_MetaLearner):
         self.features = features
         self.temperature = temperature
         self.combine = combine
+        self.factors = factors
         self.n_estimators = n_estimators
         self.max_depth = max_depth
         self.learning_rate = learning_rate

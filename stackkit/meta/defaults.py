@@ -32,20 +32,23 @@ AUTO_MAX_ROWS = {"knn": 50_000}
 # standardised so lbfgs converges in ~30 iterations; C=0.1 beats 1.0 and 0.01; "balanced"
 # weights cost 0.02 macro-F1 here; the per-class mean over runs loses 0.13. No temperature: the
 # linear model learns each column's scale itself (with it: -0.002).
-# Per-factor marginals (factors="mask", bench/factors.py): 0.866 (-0.001). Off: lower on the bench case.
+# Per-factor marginals (factors="mask", bench/factors.py): bench 0.866 (-0.001),
+# demo 0.316 (+0.000). Off: not better on both.
 LR = dict(features="logprob", temperature=False, combine="concat", C=0.1, standardize=True,
           class_weight=None, max_iter=100, tol=1e-3, factors="none")  # fmt: skip
 # knn (0.820, 1.0 s; naive 0.803): all runs' columns (the per-class mean over runs loses 0.06:
 # runs differ in quality); temperature-scaled probabilities (+0.03 over raw ones on the mean;
 # log-probabilities lose 0.1); distance weights; k=25 and 50 within 0.002.
-# Per-factor marginals (factors="mask", bench/factors.py): 0.818 (-0.002). Off: lower on the bench case.
+# Per-factor marginals (factors="mask", bench/factors.py): bench 0.818 (-0.002),
+# demo 0.307 (+0.006). Off: not better on both.
 KNN = dict(features="proba", temperature=True, combine="concat", n_neighbors=25,
            weights="distance", factors="none")  # fmt: skip
 # svm (0.876, 1.3 s; naive SVC 0.842, 143 s): a linear SVM (squared hinge, one-vs-rest) on
 # standardised, temperature-scaled log-probabilities, solved by L-BFGS (liblinear's LinearSVC:
 # 0.860 in 7 s). C=0.01 beats 0.1 (0.874 on fold 0). An RBF part is optional (n_components > 0,
 # Nystroem): it added nothing here (+0.0001) for +50% time, so it is off by default.
-# Per-factor marginals (factors="mask", bench/factors.py): 0.867 (-0.009). Off: lower on the bench case.
+# Per-factor marginals (factors="mask", bench/factors.py): bench 0.867 (-0.009),
+# demo 0.295 (+0.008). Off: not better on both.
 SVM = dict(features="logprob", temperature=True, combine="concat", C=0.01, gamma=None,
            n_components=0, class_weight=None, max_iter=200, tol=1e-4, factors="none")  # fmt: skip
 # rf (naive RandomForestClassifier() 0.820, 143 s): by default extremely randomized trees
@@ -58,7 +61,8 @@ SVM = dict(features="logprob", temperature=True, combine="concat", C=0.01, gamma
 # thresholds are drawn uniformly over a feature's range: probabilities beat log-probabilities
 # (0.829 vs 0.797). The per-run columns matter (the pooled mean beside them: 0.811). Balanced
 # class weights lift macro-F1 (0.818 -> 0.829); leaves of >= 2 rows lose 0.01.
-# Per-factor marginals (factors="mask", bench/factors.py): 0.823 (-0.006). Off: lower on the bench case.
+# Per-factor marginals (factors="mask", bench/factors.py): bench 0.823 (-0.006),
+# demo 0.288 (+0.019). Off: not better on both.
 RF = dict(features="proba", temperature=False, combine="concat", splitter="random",
           n_estimators=60, max_samples=None, min_samples_leaf=1, max_features="sqrt",
           class_weight="balanced_subsample", factors="none")  # fmt: skip
@@ -75,7 +79,8 @@ RF = dict(features="proba", temperature=False, combine="concat", splitter="rando
 # depth 4 x 60 rounds 0.8571. The cost is histogram building, rows x all columns per tree (18
 # trees a round): sampling columns or rows per tree saves nothing, and fewer columns lose
 # (per-class mean/max/min/std over runs, 72 columns: 0.786; 64 SVD components + mean: 0.786).
-# Per-factor marginals (factors="mask", bench/factors.py): 0.855 (-0.009). Off: lower on the bench case.
+# Per-factor marginals (factors="mask", bench/factors.py): bench 0.855 (-0.009),
+# demo 0.307 (-0.001). Off: not better on both.
 XGB = dict(features="logprob", temperature=True, combine="both", n_estimators=60, max_depth=3,
            learning_rate=0.2, subsample=0.8, colsample_bytree=0.7, min_child_weight=2.0,
            reg_lambda=1.0, max_bin=32, device="auto", class_weight=None,

@@ -197,7 +197,10 @@ def main(argv: list[str] | None = None) -> None:
     answers = pd.read_csv(data / "eval" / "answers.csv", dtype={"ImageID": str})
     answers = answers.set_index("ImageID")["ans"]
     rows = _run_rows(artifacts, [*round1, r2, mt], answers)
-    best = max(rows[: len(round1)], key=lambda r: r["oof"])
+    # rows come in the store's (sorted) run order: pick round 1's runs by name, not by position
+    best = max(
+        (r for r in rows if r["what"] in {f"run {n}" for n in round1}), key=lambda r: r["oof"]
+    )
     table = [dict(best, what=f"best single {best['what']}"),
              _ensemble_row(artifacts, "round1", answers),
              next(r for r in rows if r["what"] == f"run {run}"),

@@ -263,7 +263,7 @@ class Images:
 
 def list_images(data: str | Path) -> Images:
     """The images to predict under ``data`` (see the section header); ids as ``fit`` names them."""
-    from stackkit.data.layouts import _check_paths, _images_by_stem, _read_csv
+    from stackkit.data.layouts import _check_paths, _read_csv, eval_image_paths
 
     root = Path(data).expanduser().resolve()
     if not root.is_dir():
@@ -273,15 +273,7 @@ def list_images(data: str | Path) -> Images:
     if (root / "info.csv").is_file():
         info = root / "info.csv"
         ids = _read_csv(info, ["ImageID"])["ImageID"]
-        folder = root / "images"
-        by_stem = _images_by_stem(folder) if folder.is_dir() else {}
-        paths = []
-        for r, image_id in enumerate(ids):
-            exact = folder / image_id
-            path = exact if exact.is_file() else by_stem.get(Path(image_id).stem)
-            if path is None:
-                raise StackkitError(f"{info}: row {r}: image {image_id!r} not found in {folder}")
-            paths.append(str(path))
+        paths = eval_image_paths(ids, root / "images", info)
         return Images("mask", _frame(ids.to_numpy(dtype=object), paths, info))
     if (root / "test.csv").is_file():
         csv = root / "test.csv"

@@ -180,13 +180,10 @@ def _mask_dataset(root: Path, age_boundary: int, label_fix: str | Path | None) -
     return Dataset("mask", root, list(MASK_CLASSES), train, test, fix, info)
 
 
-def _mask_test(root: Path) -> pd.DataFrame:
-    info_csv = root / "eval" / "info.csv"
-    ids = _read_csv(info_csv, ["ImageID"])["ImageID"]
-    folder = root / "eval" / "images"
-    if not folder.is_dir():
-        raise StackkitError(f"{folder}: test image folder not found")
-    by_stem = _images_by_stem(folder)
+def eval_image_paths(ids, folder: Path, info_csv: Path) -> list[str]:
+    """The file of each ImageID of eval/info.csv: the exact name, else the same stem with any
+    image extension (the mask layout's rule); one line naming the first one missing."""
+    by_stem = _images_by_stem(folder) if folder.is_dir() else {}
     paths = []
     for r, image_id in enumerate(ids):
         exact = folder / image_id
@@ -194,6 +191,16 @@ def _mask_test(root: Path) -> pd.DataFrame:
         if path is None:
             raise StackkitError(f"{info_csv}: row {r}: image {image_id!r} not found in {folder}")
         paths.append(str(path))
+    return paths
+
+
+def _mask_test(root: Path) -> pd.DataFrame:
+    info_csv = root / "eval" / "info.csv"
+    ids = _read_csv(info_csv, ["ImageID"])["ImageID"]
+    folder = root / "eval" / "images"
+    if not folder.is_dir():
+        raise StackkitError(f"{folder}: test image folder not found")
+    paths = eval_image_paths(ids, folder, info_csv)
     if ids.duplicated().any():
         raise StackkitError(
             f"{info_csv}: ImageID {ids[ids.duplicated()].iloc[0]!r} is listed twice"

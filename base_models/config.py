@@ -153,12 +153,27 @@ def _check_recipes(cfg: dict) -> None:
             f"channels_last must be auto, true or false, got {cfg['channels_last']!r}"
         )
     w = cfg["head_weights"]
-    ok = isinstance(w, list) and len(w) == 3
+    ok = isinstance(w, list) and len(w) > 0
     if not ok or any(isinstance(v, bool) or not isinstance(v, (int, float)) or v < 0 for v in w):
         raise StackkitError(
-            f"head_weights must be three numbers >= 0 (mask, gender, age), got {w!r}"
+            f"head_weights must be a list of numbers >= 0, one per factor (mask, gender, age on "
+            f"the mask layout), got {w!r}"
         )
     cfg["head_weights"] = [float(v) for v in w]
+
+
+def head_weights_for(cfg: dict, factors: list[str]) -> list[float]:
+    """``head_weights`` for these factors: one number per factor, or numbers all equal (the
+    default's 1, 1, 1), which mean equal weights for any number of factors."""
+    w = cfg["head_weights"]
+    if len(w) == len(factors):
+        return list(w)
+    if len(set(w)) == 1:
+        return [w[0]] * len(factors)
+    raise StackkitError(
+        f"head_weights {w} has {len(w)} numbers for the {len(factors)} factors "
+        f"{', '.join(factors)}: give one per factor"
+    )
 
 
 def config_hash(obj: dict) -> str:

@@ -28,7 +28,6 @@ from timm.utils import ModelEmaV3
 from tqdm.auto import tqdm
 
 from base_models.data import Normalizer
-from base_models.model import factor_labels
 from stackkit.metrics import macro_f1
 
 log = logging.getLogger(__name__)
@@ -108,7 +107,7 @@ def head_loss(model, x: torch.Tensor, y: torch.Tensor, cfg: dict) -> torch.Tenso
     if cfg.get("head", "linear") != "multitask":
         return loss_fn(model(x), y, cfg)
     parts = model.factors(x)
-    targets = factor_labels(y, model.sizes)
+    targets = model.factor_targets(y)
     return sum(w * loss_fn(z, t, cfg) for w, z, t in zip(cfg["head_weights"], parts, targets))
 
 

@@ -3,6 +3,7 @@
 >>> net = create(name, n_classes=18)                       # random init
 >>> info = load_pretrained(net, "weights/resnet18.pth")     # classifier keys dropped
 >>> net = build(name, n_classes=18, head="multitask")      # mask 3 x gender 2 x age 3 heads
+>>> net = build(name, n_classes=7, head="multitask", factors=folds.meta["data"]["factors"])
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import torch
 import torch.nn.functional as F
 
 from stackkit.contract.errors import StackkitError
+from stackkit.data.factors import class_codes, factor_sizes
 
 log = logging.getLogger(__name__)
 
@@ -40,9 +42,14 @@ MASK_FACTORS = {"mask": 3, "gender": 2, "age": 3}  # label = 6 * mask + 3 * gend
 MASK_SIZES = tuple(MASK_FACTORS.values())
 
 
-def factor_labels(y: torch.Tensor, sizes=MASK_SIZES) -> list[torch.Tensor]:
-    """Class indices (B,) -> one index tensor per factor (mixed-radix digits, first most
-    significant); soft targets (B, C) -> each factor's marginal (B, size)."""
+def factor_labels(y: torch.Tensor, sizes=MASK_SIZES, codes=None) -> list[torch.Tensor]:
+    """Class indices (B,) -> one index tensor per factor; soft targets (B, C) -> each factor's
+    marginal (B, size). Without ``codes`` the classes are the full product (mixed-radix digits,
+    first most significant); ``codes`` (C, F) gives each class's value index per factor."""
+    if codes is not None:
+        if y.ndim == 2:
+            return [y @ F.one_hot(codes[:, i], s).to(y.dtype) for i, s in enumerate(sizes)]
+        return [codes[y, i] for i in range(len(sizes))]
     if y.ndim == 2:
         t = y.reshape(len(y), *sizes)
         dims = range(1, len(sizes) + 1)
@@ -54,9 +61,14 @@ def factor_labels(y: torch.Tensor, sizes=MASK_SIZES) -> list[torch.Tensor]:
     return out[::-1]
 
 
-def decode(parts: list[torch.Tensor]) -> torch.Tensor:
-    """Per-factor logits -> (B, prod sizes) log-probabilities: the sum of each factor's
-    log-softmax, the first factor most significant (log p(mask) + log p(gender) + log p(age))."""
+def decode(parts: list[torch.Tensor], codes: torch.Tensor | None = None) -> torch.Tensor:
+    """Per-factor logits -> (B, C) log-probabilities: for each class c the sum over factors of
+    log p_i(v_i(c)). Without ``codes`` the C = prod sizes classes of the full product, first
+    factor most significant (log p(mask) + log p(gender) + log p(age)); with ``codes`` (C, F)
+    the classes that exist, class c's value of factor i being ``codes[c, i]``."""
+    if codes is not None:
+        lps = [F.log_softmax(z.float(), dim=1) for z in parts]
+        return sum(lp[:, codes[:, i]] for i, lp in enumerate(lps))
     out = None
     for z in parts:
         lp = F.log_softmax(z.float(), dim=1)
@@ -67,15 +79,19 @@ def decode(parts: list[torch.Tensor]) -> torch.Tensor:
 class MultiTask(torch.nn.Module):
     """One timm backbone (``num_classes=0``: pooled features) and one linear head per factor.
     ``forward`` gives the decoded class log-probabilities, so prediction, TTA and the contract
-    see an ordinary ``C``-way model; ``factors`` gives the per-factor logits the loss needs."""
+    see an ordinary ``C``-way model; ``factors`` gives the per-factor logits the loss needs.
+    ``codes`` (C, F), for classes that are not the full product, is a buffer kept out of the
+    state dict (it comes from the run's factor declaration, not from training)."""
 
-    def __init__(self, name: str, sizes=MASK_SIZES):
+    def __init__(self, name: str, sizes=MASK_SIZES, codes=None):
         super().__init__()
         check_name(name)
         self.backbone = timm.create_model(name, pretrained=False, num_classes=0)
         self.sizes = tuple(int(s) for s in sizes)
         width = self.backbone.num_features
         self.heads = torch.nn.ModuleList(torch.nn.Linear(width, s) for s in self.sizes)
+        codes = None if codes is None else torch.as_tensor(codes, dtype=torch.long)
+        self.register_buffer("codes", codes, persistent=False)
 
     @property
     def pretrained_cfg(self) -> dict:
@@ -85,21 +101,31 @@ class MultiTask(torch.nn.Module):
         f = self.backbone(x)
         return [h(f) for h in self.heads]
 
+    def factor_targets(self, y: torch.Tensor) -> list[torch.Tensor]:
+        """Each factor's labels (or soft marginals) of class labels ``y``."""
+        return factor_labels(y, self.sizes, self.codes)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return decode(self.factors(x))
+        return decode(self.factors(x), self.codes)
 
 
-def build(name: str, n_classes: int, head: str = "linear") -> torch.nn.Module:
+def build(
+    name: str, n_classes: int, head: str = "linear", factors: dict | None = None
+) -> torch.nn.Module:
     """The run's network: timm's own ``n_classes``-way classifier, or :class:`MultiTask` over
-    the mask layout's factors (which needs the 18 classes they make)."""
+    the mask layout's factors (which needs the 18 classes they make) or, given ``factors`` (a
+    manifest's declaration, :mod:`stackkit.data.factors`), over its factors and classes."""
     if head == "linear":
         return create(name, n_classes)
+    if factors is not None:
+        codes = class_codes(factors, n_classes, "head: multitask: the factor declaration")
+        return MultiTask(name, tuple(factor_sizes(factors).values()), codes)
     sizes = MASK_SIZES
     if n_classes != math.prod(sizes):
         raise StackkitError(
             f"head: multitask needs the mask layout's {math.prod(sizes)} classes "
-            f"(mask x gender x age), folds.parquet has {n_classes} (manifest factor columns "
-            "are not supported yet)"
+            f"(mask x gender x age) or a manifest with factor columns (stackkit folds --factors); "
+            f"folds.parquet has {n_classes} classes and no factors"
         )
     return MultiTask(name, sizes)
 

@@ -34,6 +34,7 @@ from base_models.loop import VIEWS, predict
 from base_models.model import MASK_FACTORS, MultiTask, build
 from stackkit.contract.errors import StackkitError
 from stackkit.contract.store import atomic_path, read_json, write_json
+from stackkit.data.factors import factor_sizes
 
 log = logging.getLogger(__name__)
 
@@ -49,9 +50,10 @@ def fold_file(k: int) -> str:
 
 def save_fold_model(folder: Path, fold: int, net: torch.nn.Module, *, model: str, dcfg: dict,
                     classes, n_folds: int, config_hash: str,
-                    tta: tuple[str, ...] = TTA_VIEWS) -> None:  # fmt: skip
+                    tta: tuple[str, ...] = TTA_VIEWS, factors: dict | None = None) -> None:  # fmt: skip
     """Write fold ``fold``'s weights and the run's ``model.json`` (each to a temporary name,
-    then renamed): the timm name, head, classes, input size, timm's resolved data config, the size
+    then renamed): the timm name, head (multi-task: its factors and, for a manifest's declared
+    ones, ``class_factors``), classes, input size, timm's resolved data config, the size
     images are decoded at, the TTA views and the versions."""
     import timm
 
@@ -65,7 +67,8 @@ def save_fold_model(folder: Path, fold: int, net: torch.nn.Module, *, model: str
         "framework": "timm",
         "model": model,
         "head": "multitask" if isinstance(net, MultiTask) else net.pretrained_cfg.get("classifier"),
-        "factors": dict(MASK_FACTORS) if isinstance(net, MultiTask) else None,
+        "factors": _factors(net, factors),
+        "class_factors": factors if isinstance(net, MultiTask) else None,
         "num_classes": len(classes),
         "classes": list(classes),
         "n_folds": int(n_folds),
@@ -81,6 +84,12 @@ def save_fold_model(folder: Path, fold: int, net: torch.nn.Module, *, model: str
         },
     }
     write_json(info, folder / MODEL_FILE)
+
+
+def _factors(net: torch.nn.Module, declared: dict | None) -> dict | None:
+    if not isinstance(net, MultiTask):
+        return None
+    return dict(MASK_FACTORS) if declared is None else factor_sizes(declared)
 
 
 def fold_config_hash(path: Path) -> str | None:
@@ -122,7 +131,7 @@ def load_fold_model(folder: Path, fold: int, info: dict) -> torch.nn.Module:
             "(the fold was retrained without saving its model): retrain it"
         )
     head = "multitask" if info.get("head") == "multitask" else "linear"
-    net = build(info["model"], int(info["num_classes"]), head)
+    net = build(info["model"], int(info["num_classes"]), head, info.get("class_factors"))
     want = net.state_dict()
     missing = [k for k in want if k not in state]
     extra = [k for k in state if k not in want]

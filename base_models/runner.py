@@ -37,6 +37,7 @@ from base_models.config import (
     config_hash,
     cpu_count,
     default_workers,
+    head_weights_for,
     resolve_config,
 )
 from base_models.data import (
@@ -59,6 +60,7 @@ from stackkit.contract.errors import StackkitError
 from stackkit.contract.locks import hold
 from stackkit.contract.names import check_name
 from stackkit.contract.store import Store, file_sha256
+from stackkit.data.factors import factor_sizes
 from stackkit.data.layouts import AGE_BOUNDARY, load_dataset
 
 log = logging.getLogger(__name__)
@@ -194,12 +196,7 @@ def resolve_job(
     dcfg = data_config(probe, cfg["img_size"], cfg["crop_pct"])
     ds = load_dataset(data, **_data_options(fold_set, age_boundary, label_fix))
     if cfg["head"] == "multitask":
-        if ds.layout != "mask":
-            raise StackkitError(
-                f"head: multitask: {data} is a {ds.layout} layout; factor heads are built for the "
-                "mask layout only (manifest factor columns are not supported yet)"
-            )
-        build(model, fold_set.n_classes, "multitask")  # refuses a class count of other factors
+        cfg["head_weights"] = _check_heads(model, data, fold_set, ds, cfg)
     pseudo_df, pseudo_info = _pseudo(store, pseudo, fold_set)
     table = image_table(ds, fold_set, pseudo_df)
     seed = DEFAULT_SEED if seed is None else int(seed)
@@ -315,13 +312,38 @@ def _pretrained(probe: torch.nn.Module, path) -> dict | None:
 
 
 def _data_options(folds: schema.Folds, age_boundary, label_fix) -> dict:
-    """The ones given, else those folds.parquet was made with, else the competition's rule."""
+    """The ones given, else those folds.parquet was made with, else the competition's rule; a
+    manifest's factor columns always those folds.parquet declares."""
     made_with = folds.meta.get("data") or {}
     if age_boundary is None:
         age_boundary = made_with.get("age_boundary") or AGE_BOUNDARY
     if label_fix is None and made_with.get("label_fix"):
         label_fix = made_with["label_fix"]["path"]
-    return {"age_boundary": int(age_boundary), "label_fix": label_fix}
+    factors = (_declared(folds) or {}).get("columns")
+    return {"age_boundary": int(age_boundary), "label_fix": label_fix, "factors": factors}
+
+
+def _declared(folds: schema.Folds) -> dict | None:
+    """A manifest's factor declaration in folds.parquet's ``data.factors`` (None: none)."""
+    return (folds.meta.get("data") or {}).get("factors")
+
+
+def _check_heads(model: str, data, folds: schema.Folds, ds, cfg: dict) -> list[float]:
+    """``head: multitask``'s factors are the mask layout's or those folds.parquet declares (the
+    data's own must still be the same); returns the loss weights, one per factor."""
+    declared = _declared(folds)
+    if declared is None and ds.layout != "mask":
+        raise StackkitError(
+            f"head: multitask: {data} is a {ds.layout} layout without factor columns in "
+            "folds.parquet: declare them with `stackkit folds --factors COL,COL,...`"
+        )
+    if declared is not None and ds.info.get("factors") != declared:
+        raise StackkitError(
+            f"head: multitask: {data}/train.csv's factor columns {', '.join(declared['columns'])} "
+            "no longer give the classes folds.parquet declares: re-run `stackkit folds --factors`"
+        )
+    build(model, folds.n_classes, "multitask", declared)  # refuses a class count of other factors
+    return head_weights_for(cfg, list(MASK_FACTORS) if declared is None else declared["columns"])
 
 
 def _pseudo(store: Store, name: str | None, folds: schema.Folds):
@@ -477,7 +499,8 @@ def _run_fold(job: Job, split: Split, cache) -> None:
     models = job.run_dir / MODELS_DIR
     if job.save_models:
         save_fold_model(models, k, net, model=job.model, dcfg=job.dcfg, classes=job.folds.classes,
-                        n_folds=job.folds.n_folds, config_hash=job.hash, tta=views)  # fmt: skip
+                        n_folds=job.folds.n_folds, config_hash=job.hash, tta=views,
+                        factors=_declared(job.folds))  # fmt: skip
     else:  # never leave another config's weights where this fold's would be
         (models / fold_file(k)).unlink(missing_ok=True)
     shards.write_shard(job.run_dir, k, oof_df, test_df, record)  # the commit, after the model
@@ -494,7 +517,7 @@ def _run_fold(job: Job, split: Split, cache) -> None:
 
 
 def _fresh_model(job: Job):
-    net = build(job.model, job.folds.n_classes, job.cfg["head"])
+    net = build(job.model, job.folds.n_classes, job.cfg["head"], _declared(job.folds))
     if job.pretrained:
         load_pretrained(net, job.pretrained["path"])
     norm = Normalizer(job.dcfg, job.device, _channels_last(job))
@@ -580,7 +603,7 @@ def _write_run(store: Store, run: str, job: Job, resolved: dict) -> None:
     info = {
         "run": run, "model": job.model, "classes": list(job.folds.classes), "n_folds": job.folds.n_folds,
         "folds_hash": job.folds.hash, "seed": job.seed, "tta": list(job.cfg["tta"]),
-        "recipe": _recipe(job.cfg) | {"channels_last": _channels_last(job)},
+        "recipe": _recipe(job.cfg, _declared(job.folds)) | {"channels_last": _channels_last(job)},
         "metrics": _run_metrics(job, oof, records), "created": pd.Timestamp.now(tz="UTC").isoformat(),
         "versions": {"python": platform.python_version(), "torch": torch.__version__,
                      "timm": timm.__version__, "stackkit": stackkit.__version__},
@@ -598,8 +621,9 @@ def _write_run(store: Store, run: str, job: Job, resolved: dict) -> None:
              m["oof_macro_f1"], m["oof_accuracy"], m["oof_log_loss"])  # fmt: skip
 
 
-def _recipe(cfg: dict) -> dict:
-    """The training recipes of issue 15 as run.json records them (null: off)."""
+def _recipe(cfg: dict, declared: dict | None = None) -> dict:
+    """The training recipes of issue 15 as run.json records them (null: off); ``declared``: a
+    manifest's factor declaration (the heads are then its factors')."""
     mix = cfg["mixup_alpha"] > 0 or cfg["cutmix_alpha"] > 0
     return {
         "mix": {k: cfg[k] for k in ("mixup_alpha", "cutmix_alpha", "mix_prob", "mix_off_epoch")}
@@ -607,11 +631,18 @@ def _recipe(cfg: dict) -> dict:
         "ema": {"decay": cfg["ema_decay"], "predictions_from": "ema weights"}
         if cfg["ema_decay"] > 0 else None,
         "tta": list(cfg["tta"]),
-        "head": {"kind": "multitask", "factors": dict(MASK_FACTORS),
-                 "weights": list(cfg["head_weights"]),
-                 "logits": "log p(mask) + log p(gender) + log p(age), label = 6*mask + 3*gender + age"}
-        if cfg["head"] == "multitask" else None,
+        "head": _head_record(cfg, declared) if cfg["head"] == "multitask" else None,
     }  # fmt: skip
+
+
+def _head_record(cfg: dict, declared: dict | None) -> dict:
+    if declared is None:
+        return {"kind": "multitask", "factors": dict(MASK_FACTORS),
+                "weights": list(cfg["head_weights"]), "class_factors": None,
+                "logits": "log p(mask) + log p(gender) + log p(age), label = 6*mask + 3*gender + age"}  # fmt: skip
+    return {"kind": "multitask", "factors": factor_sizes(declared),
+            "weights": list(cfg["head_weights"]), "class_factors": declared,
+            "logits": "class c: sum over factors i of log p_i(class_factors.classes[c][i])"}  # fmt: skip
 
 
 def _saved_models(job: Job) -> str | None:

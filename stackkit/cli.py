@@ -403,13 +403,22 @@ def folds(
         Optional[Path],  # noqa: UP045 (typer needs Optional on 3.10)
         typer.Option("--label-fix", help="Mask layout: CSV of target,field,value corrections."),
     ] = None,
+    factors: Annotated[
+        Optional[str],  # noqa: UP045 (typer needs Optional on 3.10)
+        typer.Option(
+            "--factors",
+            help="Manifest layout: train.csv columns whose values make each class, e.g. "
+            "label_mask,label_gender,label_age (for head: multitask and the meta stage's "
+            "factors=auto).",
+        ),
+    ] = None,
 ) -> None:
     """Assign train samples to folds (stratified, groups kept whole): writes folds.parquet."""
     from stackkit.data.layouts import folds_for_data
 
     result = folds_for_data(
         data, artifacts=artifacts, n_folds=n_folds, seed=seed, force=force,
-        age_boundary=age_boundary, label_fix=label_fix,
+        age_boundary=age_boundary, label_fix=label_fix, factors=factors,
     )  # fmt: skip
     frame = result.frame
     sizes = frame["fold"].value_counts().sort_index().tolist()
@@ -417,6 +426,10 @@ def folds(
         f"{len(frame)} samples, {frame['group'].nunique()} groups, {result.n_classes} classes "
         f"-> {result.n_folds} folds of {sizes} samples ({result.meta['data']['layout']} layout)"
     )
+    declared = result.meta["data"].get("factors")
+    if declared:
+        sizes = " x ".join(f"{c} {len(v)}" for c, v in zip(declared["columns"], declared["values"]))
+        typer.echo(f"factors: {sizes} ({result.n_classes} classes)")
 
 
 PSEUDO_COLUMNS = [

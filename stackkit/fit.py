@@ -258,7 +258,7 @@ def fit_ensemble(
         metas = auto_size_rule(metas, len(folds.frame))
     check_params(params, metas, smallest_training_split(folds))  # before any work
     cli_params = params
-    params = resolve_factors(params, metas, (folds.meta.get("data") or {}).get("layout"))
+    params = resolve_factors(params, metas, folds.meta.get("data"))
     warm = None
     if engine == "local":  # start the worker processes while the runs are read and checked
         cells = len(folds.frame) * len(runs) * folds.n_classes

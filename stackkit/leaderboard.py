@@ -137,7 +137,7 @@ def leaderboard(
     if is_auto(meta):
         metas = auto_size_rule(metas, len(folds.frame))
     check_params(params, metas, smallest_training_split(folds))  # before any work
-    params = resolve_factors(params, metas, (folds.meta.get("data") or {}).get("layout"))
+    params = resolve_factors(params, metas, folds.meta.get("data"))
     runset = store.load_runs(choose_runs(store, folds, runs, exclude), folds)
     rows = run_scores(runset)
     candidates = cross_validate(runset, metas, params, n_jobs, use_cache)

@@ -238,6 +238,7 @@ def pseudo_label(
     """Choose confident test samples of ``ensemble`` per fold and write ``pseudo/<name>/``
     (name: the ensemble's). See the module docstring."""
     from stackkit.fit import resolve_n_jobs
+    from stackkit.meta.registry import resolve_factors
 
     class_thresholds = dict(class_thresholds or {})
     check_name(ensemble, "ensemble")
@@ -251,6 +252,8 @@ def pseudo_label(
     info, ens_hash = _read_ensemble(store, ensemble, folds)
     where = f"ensemble {ensemble!r}: {store.rel(store.ensemble_dir(ensemble) / ENSEMBLE_FILE)}"
     meta_name, params, components, bias = _recipe(info, where)
+    # factors=auto made concrete as the fit made it (its saved --param values are the user's)
+    params = resolve_factors(params, [meta_name, *components], folds.meta.get("data"))
     runset = store.load_runs(_check_runs(store, info, where), folds)
 
     proba = fold_test_proba(

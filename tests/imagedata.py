@@ -63,9 +63,15 @@ def make_mask_data(
 
 
 def make_manifest_data(
-    root: Path, n_train: int = 30, n_test: int = 6, classes=("cat", "dog", "fox"), seed: int = 0
+    root: Path,
+    n_train: int = 30,
+    n_test: int = 6,
+    classes=("cat", "dog", "fox"),
+    seed: int = 0,
+    factors: dict[str, dict[str, str]] | None = None,
 ) -> Path:
-    """``DATA/train.csv`` (path,label,group) and ``DATA/test.csv`` (path,sample_id)."""
+    """``DATA/train.csv`` (path,label,group) and ``DATA/test.csv`` (path,sample_id).
+    ``factors``: extra train.csv columns, ``{column: {class: value}}``."""
     rng = np.random.default_rng(seed)
     root = Path(root)
     (root / "img").mkdir(parents=True)
@@ -74,6 +80,7 @@ def make_manifest_data(
         c = i % len(classes)
         _image(rng, c).save(root / "img" / f"tr{i:03d}.png")
         rows.append({"path": f"img/tr{i:03d}.png", "label": classes[c], "group": f"g{i // 2}"})
+        rows[-1].update({col: by_class[classes[c]] for col, by_class in (factors or {}).items()})
     pd.DataFrame(rows).to_csv(root / "train.csv", index=False)
     test = []
     for j in range(n_test):

@@ -95,12 +95,14 @@ def test_factors_is_validated_like_every_parameter(data):
 
 
 def test_resolve_factors_follows_the_layout_and_keeps_what_was_given():
-    got = resolve_factors({"lr": {"factors": "none"}}, ["lr", "xgboost", "vote"], "mask")
+    got = resolve_factors(
+        {"lr": {"factors": "none"}}, ["lr", "xgboost", "vote"], {"layout": "mask"}
+    )
     assert got["lr"] == {"factors": "none"}
     if make_learner("xgboost", C).factors == "auto":
         assert got["xgboost"] == {"factors": "mask"}
     assert "vote" not in got
-    other = resolve_factors({"knn": {"factors": "auto"}}, ["knn"], "manifest")
+    other = resolve_factors({"knn": {"factors": "auto"}}, ["knn"], {"layout": "manifest"})
     assert other["knn"] == {"factors": "none"}
 
 

@@ -80,9 +80,12 @@ def test_multitask_needs_the_mask_layouts_classes(tmp_path):
     ):
         build("test_resnet", 5, "multitask")
     bad = tmp_path / "bad.yaml"
-    bad.write_text("head_weights: [1, 1]\n")
-    with pytest.raises(StackkitError, match=re.escape("head_weights must be three numbers")):
-        resolve_config("test_resnet", {}, bad)
+    for weights in ("[1, -1]", "[]", "2"):
+        bad.write_text(f"head_weights: {weights}\n")
+        with pytest.raises(
+            StackkitError, match=re.escape("head_weights must be a list of numbers")
+        ):
+            resolve_config("test_resnet", {}, bad)
 
 
 def test_a_multitask_run_records_its_head_and_predicts_as_it_trained(tmp_path):
@@ -119,7 +122,7 @@ def test_multitask_on_a_manifest_is_refused_before_anything_is_written(tmp_path)
     folds_for_data(data, artifacts=tmp_path / "art", n_folds=2, seed=0)
     cfg = tmp_path / "mt.yaml"
     cfg.write_text("head: multitask\n")
-    with pytest.raises(StackkitError, match=r"head: multitask: .* is a manifest layout"):
+    with pytest.raises(StackkitError, match=r"head: multitask: .* is a manifest layout without"):
         train(model="test_resnet", data=data, artifacts=tmp_path / "art", config=cfg,
               device="cpu", workers=0, threads=1)  # fmt: skip
     runs = tmp_path / "art" / "runs"

@@ -9,7 +9,10 @@ Only listing and labels live here (no torch, no decoding); ``base_models`` decod
   under 30, 1 from 30 to ``age_boundary``-1, 2 from ``age_boundary``). Group = the person's folder.
 * ``manifest``: any labelled image set: ``DATA/train.csv`` (``path,label[,group]``) and
   ``DATA/test.csv`` (``path[,sample_id]``), paths relative to DATA. Labels are names or integers;
-  classes are the sorted names (integers ``0..max`` when every label is an integer).
+  classes are the sorted names (integers ``0..max`` when every label is an integer). Optional
+  factor columns (``factors=["label_mask", "label_gender"]``, ``stackkit folds --factors``)
+  declare each class a tuple of factor values (:mod:`stackkit.data.factors`), recorded in
+  ``Dataset.info["factors"]`` and so in folds.parquet's ``data.factors``.
 
     >>> ds = load_dataset("data/mask", age_boundary=58, label_fix="fixes.csv")
     >>> ds.train.head()   # sample_id, group, label, path (absolute)
@@ -32,6 +35,7 @@ import pandas as pd
 
 from stackkit.contract import schema
 from stackkit.contract.errors import StackkitError
+from stackkit.data.factors import declare_factors, parse_columns
 from stackkit.data.folds import make_folds
 
 log = logging.getLogger(__name__)
@@ -67,20 +71,30 @@ class Dataset:
 
 
 def load_dataset(
-    data: str | Path, age_boundary: int = AGE_BOUNDARY, label_fix: str | Path | None = None
+    data: str | Path,
+    age_boundary: int = AGE_BOUNDARY,
+    label_fix: str | Path | None = None,
+    factors: str | list[str] | None = None,
 ) -> Dataset:
-    """Read DATA in whichever layout it has (``mask`` is recognised by ``train/train.csv``)."""
+    """Read DATA in whichever layout it has (``mask`` is recognised by ``train/train.csv``);
+    ``factors``: a manifest's factor columns (``"label_mask,label_gender"`` or a list)."""
     root = Path(data).expanduser().resolve()
     if not root.is_dir():
         raise StackkitError(f"{root}: data folder not found")
+    columns = parse_columns(factors)
     if (root / "train" / "train.csv").is_file():
+        if columns is not None:
+            raise StackkitError(
+                "--factors applies to the manifest layout only (the mask layout's classes are "
+                "mask x gender x age already)"
+            )
         ds = _mask_dataset(root, age_boundary, label_fix)
     elif (root / "train.csv").is_file():
         if label_fix is not None:
             raise StackkitError(
                 "--label-fix applies to the mask layout only (DATA/train/train.csv)"
             )
-        ds = _manifest_dataset(root)
+        ds = _manifest_dataset(root, columns)
     else:
         raise StackkitError(
             f"{root}: neither {root / 'train' / 'train.csv'} (mask layout) "
@@ -256,7 +270,7 @@ def _fix_value(fld: str, value: str, is_image: bool, where: str) -> int:
 # the manifest layout
 
 
-def _manifest_dataset(root: Path) -> Dataset:
+def _manifest_dataset(root: Path, factors: list[str] | None = None) -> Dataset:
     train_csv, test_csv = root / "train.csv", root / "test.csv"
     tr = _read_csv(train_csv, ["path", "label"])
     te = _read_csv(test_csv, ["path"])
@@ -288,7 +302,10 @@ def _manifest_dataset(root: Path) -> Dataset:
     test = pd.DataFrame(
         {"sample_id": test_ids.to_numpy(dtype=object), "path": [str(root / p) for p in te["path"]]}
     )
-    return Dataset("manifest", root, classes, train, test)
+    info = {}
+    if factors is not None:
+        info["factors"] = declare_factors(train_csv, tr, factors, classes, label)
+    return Dataset("manifest", root, classes, train, test, info=info)
 
 
 def _check_paths(paths: pd.Series, root: Path, csv: Path) -> None:
@@ -309,11 +326,13 @@ def folds_for_data(
     force: bool = False,
     age_boundary: int = AGE_BOUNDARY,
     label_fix: str | Path | None = None,
+    factors: str | list[str] | None = None,
 ) -> schema.Folds:
-    """Stratified group K-fold over DATA's train samples, written to ``artifacts/folds.parquet``."""
+    """Stratified group K-fold over DATA's train samples, written to ``artifacts/folds.parquet``
+    (with a manifest's factor declaration in its ``data`` metadata when ``factors`` names them)."""
     from stackkit.contract.store import Store
 
-    ds = load_dataset(data, age_boundary=age_boundary, label_fix=label_fix)
+    ds = load_dataset(data, age_boundary=age_boundary, label_fix=label_fix, factors=factors)
     tr = ds.train
     folds = make_folds(
         tr["sample_id"], tr["group"], tr["label"], ds.classes, n_folds=n_folds, seed=seed,

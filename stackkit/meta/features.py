@@ -16,8 +16,13 @@ per-row shift (CONTRACT.md), so every representation here starts from the per-ru
   value: 3 + 2 + 3 = 8 columns; their logs, clipped alike, for ``kind="logprob"``), so the
   columns are the R blocks of C, then their R blocks of K marginals, then (``mean``/``both``)
   the pooled C and the pooled K. ``"none"``: no marginals. ``"auto"``: the learners' default;
-  ``fit`` and ``leaderboard`` resolve it from folds.parquet's ``data.layout`` (``mask`` there,
-  else ``none``, :func:`stackkit.meta.registry.resolve_factors`); unresolved it means ``none``.
+  ``fit`` and ``leaderboard`` resolve it from folds.parquet's ``data`` (``mask`` on the mask
+  layout, a manifest's declared factors as their class codes, else ``none``,
+  :func:`stackkit.meta.registry.resolve_factors`); unresolved it means ``none``.
+- ``factors=[[0, 1], [2, 0], ...]``: class codes, a ``(C, F)`` list giving each class's value
+  index in each of F factors (a manifest's declaration, :func:`stackkit.data.factors.class_codes`;
+  the classes need not be the whole product). Factor i's value v gets the summed probability of
+  the classes whose code i is v: K = sum over factors of (largest code + 1) columns.
 
     >>> feats = RunFeatures(n_classes=18, kind="logprob", temperature=True).fit(X_train, y_train)
     >>> Z = feats.transform(X_test)
@@ -59,7 +64,7 @@ FEATURE_CONSTRAINTS = {
     "features": [StrOptions(set(KINDS))],
     "temperature": ["boolean"],
     "combine": [StrOptions(set(COMBINES))],
-    "factors": [StrOptions(set(FACTOR_OPTIONS))],
+    "factors": [StrOptions(set(FACTOR_OPTIONS)), list, tuple],  # a name, or class codes
 }
 
 
@@ -108,6 +113,29 @@ def factor_marginals(proba: np.ndarray, sizes: tuple[int, ...]) -> np.ndarray:
     return np.concatenate(parts, axis=-1)
 
 
+def check_codes(codes, n_classes: int) -> np.ndarray:
+    """``factors`` given as class codes -> a ``(C, F)`` int array, or a ValueError saying why not."""
+    try:
+        a = np.asarray(codes)
+    except ValueError:  # ragged rows
+        a = np.zeros((0, 0))
+    if a.ndim != 2 or a.shape[1] < 1 or a.dtype.kind not in "iu" or (a < 0).any():
+        raise ValueError(
+            "factors must be none, auto, mask, or class codes: one list of F >= 1 integers >= 0 "
+            f"per class (each class's value index in each factor), got {codes!r:.80}"
+        )
+    if len(a) != n_classes:
+        raise ValueError(f"factors has codes for {len(a)} classes, not n_classes={n_classes}")
+    return a.astype(np.int64)
+
+
+def code_marginals(proba: np.ndarray, codes: np.ndarray) -> np.ndarray:
+    """``(..., C)`` probabilities -> ``(..., K)``: for each factor in turn, the summed probability
+    of the classes having each of its values (``codes`` (C, F), values 0..max of each column)."""
+    onehot = [np.eye(col.max() + 1)[col] for col in codes.T]  # (C, size) per factor
+    return np.asarray(proba, dtype=np.float64) @ np.hstack(onehot)
+
+
 def run_features(logits: np.ndarray, kind: str, temperatures: np.ndarray | None) -> np.ndarray:
     """``(n, R, C)`` logits -> ``(n, R, C)`` per-run probabilities or log-probabilities."""
     z = logits if temperatures is None else logits / temperatures[None, :, None]
@@ -115,12 +143,13 @@ def run_features(logits: np.ndarray, kind: str, temperatures: np.ndarray | None)
     return np.exp(lp) if kind == "proba" else np.maximum(lp, LOGPROB_FLOOR)
 
 
-def marginal_features(f: np.ndarray, kind: str, sizes: tuple[int, ...]) -> np.ndarray:
+def marginal_features(f: np.ndarray, kind: str, factors) -> np.ndarray:
     """Per-run features ``(n, R, C)`` from :func:`run_features` -> ``(n, R, K)`` marginals on
-    the same scale (K = sum(sizes))."""
+    the same scale; ``factors``: the sizes of a full product (K = sum(sizes)) or class codes."""
+    marginals = code_marginals if isinstance(factors, np.ndarray) else factor_marginals
     if kind == "proba":
-        return factor_marginals(f, sizes)
-    m = factor_marginals(np.exp(f), sizes)  # back to probabilities (floored ones add ~1e-6)
+        return marginals(f, factors)
+    m = marginals(np.exp(f), factors)  # back to probabilities (floored ones add ~1e-6)
     return np.maximum(np.log(np.maximum(m, 1e-300)), LOGPROB_FLOOR)
 
 
@@ -128,7 +157,8 @@ class RunFeatures(TransformerMixin, BaseEstimator):
     """Turn run-major logits into meta features (see the module docstring).
 
     Fitted: ``temperatures_`` (R,) (ones without ``temperature``), ``n_runs_``, ``n_classes_``,
-    ``factors_`` (``"auto"`` resolved: ``"none"``) and ``n_marginals_`` (K, 0 without factors).
+    ``factors_`` (``"auto"`` resolved: ``"none"``; class codes: ``"codes"``), ``codes_`` (the
+    ``(C, F)`` codes, or None) and ``n_marginals_`` (K, 0 without factors).
     """
 
     _parameter_constraints: ClassVar[dict] = {
@@ -159,7 +189,12 @@ class RunFeatures(TransformerMixin, BaseEstimator):
         self.n_classes_ = infer_n_classes(y, self.n_classes)
         z = split_runs(X, self.n_classes_)
         self.n_runs_ = z.shape[1]
-        self.factors_ = "none" if self.factors == "auto" else self.factors
+        self.codes_ = None
+        if isinstance(self.factors, list | tuple):
+            self.codes_ = check_codes(self.factors, self.n_classes_)
+            self.factors_ = "codes"
+        else:
+            self.factors_ = "none" if self.factors == "auto" else self.factors
         sizes = FACTORS.get(self.factors_, ())
         if sizes and int(np.prod(sizes)) != self.n_classes_:
             raise ValueError(
@@ -168,6 +203,8 @@ class RunFeatures(TransformerMixin, BaseEstimator):
                 f"not n_classes={self.n_classes_}"
             )
         self.n_marginals_ = int(sum(sizes))
+        if self.codes_ is not None:
+            self.n_marginals_ = int((self.codes_.max(axis=0) + 1).sum())
         if self.temperature:
             self.temperatures_ = np.array(
                 [fit_temperature(z[:, r], y) for r in range(self.n_runs_)]
@@ -187,7 +224,8 @@ class RunFeatures(TransformerMixin, BaseEstimator):
         f = run_features(z, self.kind, self.temperatures_ if self.temperature else None)
         blocks = [f]
         if self.n_marginals_:
-            blocks.append(marginal_features(f, self.kind, FACTORS[self.factors_]))
+            how = self.codes_ if self.codes_ is not None else FACTORS[self.factors_]
+            blocks.append(marginal_features(f, self.kind, how))
         per_run = [b.reshape(len(b), -1) for b in blocks]
         pooled = [b.mean(axis=1) for b in blocks]
         parts = {"concat": per_run, "mean": pooled, "both": per_run + pooled}[self.combine]
@@ -213,5 +251,6 @@ class RunFeatures(TransformerMixin, BaseEstimator):
             "temperature": bool(self.temperature),
             "combine": self.combine,
             "factors": self.factors_,
+            "factor_sizes": None if self.codes_ is None else (self.codes_.max(0) + 1).tolist(),
             "temperatures": [round(float(t), 6) for t in self.temperatures_],
         }

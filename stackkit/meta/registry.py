@@ -113,12 +113,22 @@ def parse_params(items: list[str]) -> dict[str, dict]:
     return out
 
 
-def resolve_factors(params: dict | None, metas: list[str], layout: str | None) -> dict:
+def resolve_factors(params: dict | None, metas: list[str], data: dict | None) -> dict:
     """``params`` with every ``factors="auto"`` (given, or a learner's default) of the learners
-    in ``metas`` made concrete for the data's ``layout`` (folds.parquet's ``data.layout``): the
-    layout's own factors where it has them (``mask``: mask x gender x age), else ``"none"``."""
+    in ``metas`` made concrete for the data (folds.parquet's ``data`` metadata): the layout's own
+    factors where it has them (``mask``: mask x gender x age), a manifest's declared factors as
+    class codes (``data.factors``, :mod:`stackkit.data.factors`), else ``"none"``."""
+    from stackkit.data.factors import class_codes
     from stackkit.meta.features import FACTORS
 
+    data = data or {}
+    layout = data.get("layout")
+    if layout in FACTORS:
+        auto = layout
+    elif data.get("factors"):
+        auto = [list(c) for c in class_codes(data["factors"], where="folds.parquet data.factors")]
+    else:
+        auto = "none"
     out = {name: dict(p) for name, p in (params or {}).items()}
     classes = _classes()
     for name in metas:
@@ -126,5 +136,5 @@ def resolve_factors(params: dict | None, metas: list[str], layout: str | None) -
             continue
         value = out.get(name, {}).get("factors", classes[name]().factors)
         if value == "auto":
-            out.setdefault(name, {})["factors"] = layout if layout in FACTORS else "none"
+            out.setdefault(name, {})["factors"] = auto
     return out

@@ -316,3 +316,27 @@ def test_fit_on_a_manifest_with_factors_uses_them_and_saves_them(tmp_path, small
     back = load_learner(tmp_path / "m")
     assert back.get_params() == est.get_params()
     np.testing.assert_allclose(back.predict_proba(X), est.predict_proba(X), rtol=0, atol=1e-12)
+
+
+def test_pseudo_labels_refit_with_the_factors_the_fit_resolved(tmp_path, small_case, monkeypatch):
+    import stackkit.pseudo
+
+    declared = {"columns": ["f1", "f2"], "values": [[str(v) for v in range(5)],
+                [str(v) for v in range(4)]],
+                "classes": [[str(c % 5), str(c // 5)] for c in range(18)]}  # fmt: skip
+    meta = {**small_case.folds.meta, "data": {"layout": "manifest", "factors": declared}}
+    store = Store(tmp_path / "a")
+    folds = dataclasses.replace(small_case.folds, meta=meta)
+    dataclasses.replace(small_case, folds=folds).write(store)
+    fit_ensemble(store, meta="lr", params={"lr": {"factors": "auto", "max_iter": 30}},
+                 name="ens", use_cache=False)  # fmt: skip
+    seen = {}
+    real = stackkit.pseudo.fold_test_proba
+
+    def spy(runset, meta_name, params, *args, **kwargs):
+        seen.update(params)
+        return real(runset, meta_name, params, *args, **kwargs)
+
+    monkeypatch.setattr(stackkit.pseudo, "fold_test_proba", spy)
+    stackkit.pseudo.pseudo_label(store, "ens", threshold=0.5)
+    assert seen["lr"]["factors"] == [[c % 5, c // 5] for c in range(18)]

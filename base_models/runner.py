@@ -319,8 +319,10 @@ def _data_options(folds: schema.Folds, age_boundary, label_fix) -> dict:
         age_boundary = made_with.get("age_boundary") or AGE_BOUNDARY
     if label_fix is None and made_with.get("label_fix"):
         label_fix = made_with["label_fix"]["path"]
-    factors = (_declared(folds) or {}).get("columns")
-    return {"age_boundary": int(age_boundary), "label_fix": label_fix, "factors": factors}
+    out = {"age_boundary": int(age_boundary), "label_fix": label_fix}
+    if _declared(folds):
+        out["factors"] = _declared(folds)["columns"]
+    return out
 
 
 def _declared(folds: schema.Folds) -> dict | None:

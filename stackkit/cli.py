@@ -47,16 +47,12 @@ def split_names(value: str | None) -> list[str] | None:
 
 
 def expected_errors(fn):
-    """Turn a StackkitError into one line on stderr and exit code 1 (no traceback); while the
-    command runs, log lines go through tqdm so that they print above a progress bar, not glued
-    onto it."""
-    from tqdm.contrib.logging import logging_redirect_tqdm
+    """Turn a StackkitError into one line on stderr and exit code 1 (no traceback)."""
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
         try:
-            with logging_redirect_tqdm():
-                return fn(*args, **kwargs)
+            return fn(*args, **kwargs)
         except StackkitError as exc:
             typer.echo(f"error: {exc}", err=True)
             raise typer.Exit(1) from None
@@ -76,6 +72,18 @@ class _StderrHandler(logging.StreamHandler):
     @stream.setter
     def stream(self, _value) -> None:  # StreamHandler.__init__ assigns it; always stderr
         pass
+
+    def emit(self, record: logging.LogRecord) -> None:
+        """Through ``tqdm.write`` once tqdm is loaded (a progress bar may be on screen: the line
+        then prints above it, not glued onto it); tqdm is not imported for commands that draw no
+        bar (it is a tenth of a warm ``leaderboard``'s start)."""
+        tqdm = sys.modules.get("tqdm")
+        if tqdm is None:
+            return super().emit(record)
+        try:
+            tqdm.tqdm.write(self.format(record), file=sys.stderr)
+        except Exception:  # logging's own contract: report, never raise
+            self.handleError(record)
 
 
 def configure_logging(level: int) -> None:

@@ -3,25 +3,35 @@
 ``macro_f1`` is scikit-learn's ``f1_score(average="macro")`` over every class of the label
 space (a class never predicted and never present scores 0 and still counts), so scores of
 different ensembles over the same classes are comparable.
+
+Plain numpy, no scikit-learn or scipy import: ``stackkit leaderboard`` on a warm cache loads only
+this, the runs and the cached results (importing scikit-learn costs more than reading 10 runs).
+``tests/test_metrics.py`` checks every function against scikit-learn's and scipy's.
 """
 
 from __future__ import annotations
 
 import numpy as np
-from scipy import special
-from sklearn.metrics import f1_score
 
 EPS = 1e-15
 
 
 def log_softmax(logits: np.ndarray, axis: int = -1) -> np.ndarray:
-    """scipy's ``log_softmax`` in float64 (logits may be float32)."""
-    return special.log_softmax(np.asarray(logits, dtype=np.float64), axis=axis)
+    """``scipy.special.log_softmax`` in float64 (logits may be float32): shifted by the max,
+    so large logits neither overflow nor lose the small ones."""
+    z = np.array(logits, dtype=np.float64)  # a copy: shifted in place below
+    z -= z.max(axis=axis, keepdims=True)
+    z -= np.log(np.exp(z).sum(axis=axis, keepdims=True))
+    return z
 
 
 def softmax(logits: np.ndarray, axis: int = -1) -> np.ndarray:
-    """scipy's ``softmax`` in float64 (logits may be float32)."""
-    return special.softmax(np.asarray(logits, dtype=np.float64), axis=axis)
+    """``scipy.special.softmax`` in float64 (logits may be float32)."""
+    z = np.array(logits, dtype=np.float64)
+    z -= z.max(axis=axis, keepdims=True)
+    np.exp(z, out=z)
+    z /= z.sum(axis=axis, keepdims=True)
+    return z
 
 
 def f1_from_counts(tp: np.ndarray, n_pred: np.ndarray, n_true: np.ndarray) -> np.ndarray:
@@ -43,9 +53,19 @@ def macro_f1_from_counts(tp: np.ndarray, n_pred: np.ndarray, n_true: np.ndarray)
 
 
 def macro_f1(y_true: np.ndarray, y_pred: np.ndarray, n_classes: int) -> float:
-    return float(
-        f1_score(y_true, y_pred, labels=np.arange(n_classes), average="macro", zero_division=0)
-    )
+    """scikit-learn's ``f1_score(labels=range(n_classes), average="macro", zero_division=0)``,
+    from per-class counts. Labels outside ``[0, n_classes)`` are refused."""
+    y_true = np.asarray(y_true).ravel().astype(np.int64, copy=False)
+    y_pred = np.asarray(y_pred).ravel().astype(np.int64, copy=False)
+    if y_true.shape != y_pred.shape:
+        raise ValueError(f"macro_f1: {len(y_true)} labels against {len(y_pred)} predictions")
+    for what, v in (("labels", y_true), ("predictions", y_pred)):
+        if len(v) and (v.min() < 0 or v.max() >= n_classes):
+            raise ValueError(f"macro_f1: {what} outside [0, {n_classes})")
+    tp = np.bincount(y_true[y_true == y_pred], minlength=n_classes)
+    n_pred = np.bincount(y_pred, minlength=n_classes)
+    n_true = np.bincount(y_true, minlength=n_classes)
+    return float(macro_f1_from_counts(tp, n_pred, n_true))
 
 
 def accuracy(y_true: np.ndarray, y_pred: np.ndarray) -> float:

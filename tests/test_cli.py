@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import math
+import sys
 
 import pytest
 import typer
@@ -127,3 +128,24 @@ def test_log_lines_after_a_captured_run_go_to_the_current_stderr(capsys):
     err = capsys.readouterr().err
     assert "still heard" in err
     assert "Logging error" not in err
+
+
+def test_log_lines_go_through_tqdm_once_a_bar_may_be_drawn(monkeypatch, capsys):
+    """Log lines print above a progress bar (tqdm.write), and tqdm is not imported for that."""
+    import logging
+
+    import tqdm
+
+    from stackkit.cli import configure_logging
+
+    written = []
+    monkeypatch.setattr(
+        tqdm.tqdm, "write", classmethod(lambda cls, s, file=None: written.append(s))
+    )
+    configure_logging(logging.INFO)
+    logging.getLogger("stackkit.test").warning("above the bar")
+    assert written == ["W stackkit.test: above the bar"]
+    monkeypatch.delitem(sys.modules, "tqdm")
+    logging.getLogger("stackkit.test").warning("plain")
+    assert "W stackkit.test: plain" in capsys.readouterr().err
+    assert written == ["W stackkit.test: above the bar"]

@@ -128,3 +128,14 @@ def test_a_learner_with_factors_saves_and_reloads_to_the_same_probabilities(tmp_
     back = load_learner(tmp_path / "m")
     assert back.features_.factors_ == "mask" and back.get_params() == est.get_params()
     np.testing.assert_allclose(back.predict_proba(X), est.predict_proba(X), rtol=0, atol=1e-12)
+
+
+def test_factors_default_table_matches_the_learners():
+    """registry.resolve_factors reads meta.defaults.FACTORS_DEFAULT instead of importing the
+    learners: it must name exactly the learners taking ``factors``, with their defaults."""
+    from stackkit.meta.defaults import FACTORS_DEFAULT
+    from stackkit.meta.registry import _classes
+
+    want = {name: cls().factors for name, cls in _classes().items()
+            if "factors" in cls().get_params(deep=False)}  # fmt: skip
+    assert want == FACTORS_DEFAULT

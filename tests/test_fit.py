@@ -306,3 +306,17 @@ def test_auto_leaves_out_a_learner_above_its_size(store, monkeypatch, caplog):
     assert "knn" in seen[1] and seen[2] == ["knn", "lr"]
     assert caplog.text.count(f"auto leaves knn out: {n} training rows > {n - 1}") == 1
     assert fit.auto_size_rule(["lr", "knn"], 10**6) == ["lr"]
+
+
+def test_splits_are_scikit_learns_predefined_split():
+    from sklearn.model_selection import PredefinedSplit
+
+    from stackkit.cv.stacking import splits
+
+    fold_ids = np.array([2, 0, 1, -1, 2, 0, 0, 1, 2, -1])
+    got = splits(fold_ids)
+    want = list(PredefinedSplit(fold_ids).split())
+    assert len(got) == len(want) == 3
+    for (tr, te), (wtr, wte) in zip(got, want):
+        np.testing.assert_array_equal(tr, wtr)
+        np.testing.assert_array_equal(te, wte)

@@ -23,12 +23,15 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from stackkit import metrics
-from stackkit.cv.result import CVResult
-from stackkit.meta.caruana import CaruanaSelection
+from stackkit.cv.result import CVResult, is_run
+
+if TYPE_CHECKING:  # imported where used: this module is on the warm leaderboard's path
+    from stackkit.meta.caruana import CaruanaSelection
 
 log = logging.getLogger(__name__)
 
@@ -44,14 +47,13 @@ def members(candidates: Sequence) -> list:
     """What a blend mixes: the meta learners' candidates, not the single runs (the learners
     already read every run; mixing the runs in too lowered blend's CV macro-F1 on bench/meta.py's
     reference case, 0.8790 -> 0.8769). Runs only when no learner is a candidate."""
-    from stackkit.cv.runs import is_run
-
     others = [r for r in candidates if r.meta != BLEND]
     return [r for r in others if not is_run(r.meta)] or others
 
 
 def cross_val_blend(candidates: Sequence, y: np.ndarray, fold_ids: np.ndarray, n_classes: int):
     """The blend's meta-level OOF probabilities and scores (a ``stacking.CVResult``)."""
+    from stackkit.meta.caruana import CaruanaSelection
 
     t0 = time.perf_counter()
     L = _stack([r.oof_proba for r in candidates])
@@ -87,6 +89,8 @@ class Blend:
     def fit_from(cls, candidates: Sequence, y: np.ndarray, n_classes: int) -> Blend:
         """Choose the weights on every OOF row; the learners are set by the caller
         (``stackkit.fit.refit``), only for the candidates that got weight."""
+        from stackkit.meta.caruana import CaruanaSelection
+
         sel = CaruanaSelection(n_classes=n_classes).fit(
             _stack([r.oof_proba for r in candidates]), y
         )

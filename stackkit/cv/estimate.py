@@ -68,7 +68,9 @@ def estimate(
 ) -> Estimate:
     """The honest estimate of choosing among ``candidates`` (see module docstring)."""
     from stackkit.cv.stacking import _log, choose
-    from stackkit.meta.bias import decide_bias, score_labels
+
+    if tune_bias:  # scikit-learn comes with the tuner: only when asked for
+        from stackkit.meta.bias import decide_bias
 
     preds = [r.oof_proba.argmax(axis=1) for r in candidates]
     out = np.zeros((len(y), n_classes))
@@ -78,7 +80,7 @@ def estimate(
         inner = ~held
         yi = y[inner]
         scored = [
-            replace(r, scores={"macro_f1": score_labels(yi, p[inner], n_classes)})
+            replace(r, scores={"macro_f1": metrics.macro_f1(yi, p[inner], n_classes)})
             for r, p in zip(candidates, preds)
         ]
         chosen = choose(scored)

@@ -6,6 +6,19 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+# candidate names: a learner ("lr"), a blend, or a single run ("run:<name>", contract 1.1)
+RUNS = "runs"  # in a --meta list: every run is a candidate (``auto`` holds it)
+PREFIX = "run:"
+
+
+def is_run(meta: str) -> bool:
+    """Is candidate ``meta`` a single run (``run:<name>``)?"""
+    return meta.startswith(PREFIX)
+
+
+def candidate_name(run: str) -> str:
+    return f"{PREFIX}{run}"
+
 
 @dataclass
 class CVResult:

@@ -11,23 +11,30 @@ test probabilities; inside a ``blend`` it is one more component.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
-from sklearn.base import BaseEstimator, ClassifierMixin
 
 from stackkit import metrics
 from stackkit.contract.store import RunSet
-from stackkit.cv.result import CVResult
+from stackkit.cv.result import PREFIX, RUNS, CVResult, candidate_name, is_run
 
-RUNS = "runs"  # in a --meta list: every run is a candidate (``auto`` holds it)
-PREFIX = "run:"
+if TYPE_CHECKING:
+    from stackkit.meta.run_columns import RunColumns
+
+__all__ = ["PREFIX", "RUNS", "RunColumns", "candidate_name", "is_run", "run_candidates",
+           "run_learner", "run_test_proba"]  # fmt: skip
 
 
-def is_run(meta: str) -> bool:
-    return meta.startswith(PREFIX)
+def __getattr__(name: str):
+    # RunColumns lives with the learners (it subclasses scikit-learn's BaseEstimator, and this
+    # module is on the warm leaderboard's path, which must not import scikit-learn); ensembles
+    # saved before name it stackkit.cv.runs.RunColumns, which still resolves here
+    if name == "RunColumns":
+        from stackkit.meta.run_columns import RunColumns
 
-
-def candidate_name(run: str) -> str:
-    return f"{PREFIX}{run}"
+        return RunColumns
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def run_candidates(runset: RunSet) -> list[CVResult]:
@@ -46,37 +53,8 @@ def run_test_proba(runset: RunSet, meta: str) -> np.ndarray:
     return metrics.softmax(runset.test[i], axis=-1).mean(axis=0)
 
 
-class RunColumns(ClassifierMixin, BaseEstimator):
-    """One run as a learner: the softmax of its columns of the features (run-major logits, or
-    the test features' log mean probabilities). ``fit`` learns nothing."""
-
-    def __init__(self, run: str = "", index: int = 0, n_runs: int = 1, n_classes: int = 2):
-        self.run = run
-        self.index = index
-        self.n_runs = n_runs
-        self.n_classes = n_classes
-
-    def fit(self, X, y=None):
-        self.classes_ = np.arange(self.n_classes)
-        return self
-
-    def predict_proba(self, X) -> np.ndarray:
-        c = self.n_classes
-        return metrics.softmax(np.asarray(X)[:, self.index * c : (self.index + 1) * c])
-
-    def predict(self, X) -> np.ndarray:
-        return self.predict_proba(X).argmax(axis=1)
-
-    @property
-    def run_weights_(self) -> np.ndarray:
-        w = np.zeros(self.n_runs)
-        w[self.index] = 1.0
-        return w
-
-    def summary_(self) -> dict:
-        return {"learner": "run", "run": self.run}
-
-
 def run_learner(runset: RunSet, meta: str) -> RunColumns:
+    from stackkit.meta.run_columns import RunColumns
+
     run = meta[len(PREFIX) :]
     return RunColumns(run, runset.names.index(run), runset.n_runs, runset.folds.n_classes).fit(None)

@@ -19,9 +19,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
-from joblib import Parallel, delayed
-from sklearn.base import clone
-from sklearn.model_selection import PredefinedSplit
 
 from stackkit import metrics
 from stackkit.contract.store import RunSet
@@ -45,11 +42,22 @@ def test_features(runset: RunSet) -> np.ndarray:
     return np.ascontiguousarray(logp.transpose(1, 0, 2).reshape(m, r * c))
 
 
+def splits(fold_ids: np.ndarray) -> list[tuple[np.ndarray, np.ndarray]]:
+    """(train rows, test rows) per fold, folds in sorted order: scikit-learn's
+    ``PredefinedSplit(fold_ids).split()`` (a fold id of -1 is never a test fold), without
+    importing scikit-learn on the paths that only read cached results."""
+    fold_ids = np.asarray(fold_ids)
+    return [(np.flatnonzero(fold_ids != k), np.flatnonzero(fold_ids == k))
+            for k in np.unique(fold_ids) if k != -1]  # fmt: skip
+
+
 def _fit_predict(est, X, y, train, test, tag=None, X_test=None):
     """Fit on rows ``train``; predict rows ``test`` of X, or (``test`` None) all of ``X_test``
     and hand the fitted estimator back too. Warnings raised by the fit (scikit-learn's
     ConvergenceWarning, say) come back as their first lines instead of printing from a worker;
     :func:`run_tasks` logs each once."""
+    from sklearn.base import clone
+
     t0 = time.perf_counter()
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
@@ -84,7 +92,7 @@ def cross_val_proba(
     unless ``n_jobs`` > 1 says otherwise); the result is the same as with ``"local"``.
     """
     tasks = [Task((k,), "estimator", tr, te)
-             for k, (tr, te) in enumerate(PredefinedSplit(fold_ids).split())]  # fmt: skip
+             for k, (tr, te) in enumerate(splits(fold_ids))]  # fmt: skip
     out = np.zeros((len(y), n_classes), dtype=np.float64)
     for test, proba, _, _ in run_tasks(
         tasks, {"estimator": estimator}, X, y, n_jobs, engine
@@ -123,6 +131,8 @@ def run_tasks(
     time). Results do not depend on the order or the number of processes. ``progress(tag)`` is
     called as each fit finishes.
     """
+    from joblib import Parallel, delayed
+
     from stackkit.meta.defaults import RELATIVE_COST
 
     order = sorted(tasks, key=lambda t: -RELATIVE_COST.get(t.meta, 1.0) * len(t.train))
@@ -172,7 +182,7 @@ def cross_val_many(
     params = params or {}
     ests = {m: make_learner(m, n_classes=n_classes, params=params.get(m)) for m in metas}
     tasks = [Task((m, k), m, tr, te) for m in metas
-             for k, (tr, te) in enumerate(PredefinedSplit(fold_ids).split())]  # fmt: skip
+             for k, (tr, te) in enumerate(splits(fold_ids))]  # fmt: skip
     refits = (
         [] if X_test is None else [Task((m, "refit"), m, np.arange(len(y)), None) for m in metas]
     )

@@ -85,5 +85,9 @@ XGB = dict(features="logprob", temperature=True, combine="both", n_estimators=60
            learning_rate=0.2, subsample=0.8, colsample_bytree=0.7, min_child_weight=2.0,
            reg_lambda=1.0, max_bin=32, device="auto", class_weight=None,
            factors="none")  # fmt: skip
+# The learners taking ``factors`` and their defaults (registry.resolve_factors reads this, so it
+# need not import the learners)
+FACTORS_DEFAULT = {name: p["factors"] for name, p in
+                   (("lr", LR), ("knn", KNN), ("svm", SVM), ("rf", RF), ("xgboost", XGB))}  # fmt: skip
 # device "auto": xgboost trains on CUDA when a GPU is present (trees.cuda_available), else on the
 # CPU; the same hist algorithm, results equal within tolerance (tests/test_meta.py, gpu mark)

@@ -4,22 +4,26 @@ the learner's own scikit-learn parameter constraints) and ``--param`` parsing.""
 from __future__ import annotations
 
 import logging
-
-from sklearn.base import BaseEstimator
-from sklearn.utils._param_validation import InvalidParameterError, validate_parameter_constraints
+from typing import TYPE_CHECKING
 
 from stackkit.contract.errors import StackkitError
-from stackkit.meta.caruana import CaruanaSelection
-from stackkit.meta.defaults import SIMPLICITY
-from stackkit.meta.knn import KNNLearner
-from stackkit.meta.linear import LRLearner, SVMLearner
-from stackkit.meta.trees import RFLearner, XGBLearner
-from stackkit.meta.vote import VoteLearner
+from stackkit.meta.defaults import FACTORS_DEFAULT, SIMPLICITY
+
+if TYPE_CHECKING:
+    from sklearn.base import BaseEstimator
 
 log = logging.getLogger(__name__)
 
 
 def _classes() -> dict[str, type]:
+    # imported when a learner is made: the warm leaderboard checks its (empty) --param and
+    # resolves factors without importing scikit-learn
+    from stackkit.meta.caruana import CaruanaSelection
+    from stackkit.meta.knn import KNNLearner
+    from stackkit.meta.linear import LRLearner, SVMLearner
+    from stackkit.meta.trees import RFLearner, XGBLearner
+    from stackkit.meta.vote import VoteLearner
+
     return {"vote": VoteLearner, "caruana": CaruanaSelection, "lr": LRLearner, "knn": KNNLearner,
             "svm": SVMLearner, "rf": RFLearner, "xgboost": XGBLearner}  # fmt: skip
 
@@ -29,6 +33,11 @@ def make_learner(
 ) -> BaseEstimator:
     """An unfitted meta learner ``name`` for ``n_classes`` classes, defaults overridden by
     ``params``; ``n_jobs`` (when given) goes to the learners that take it."""
+    from sklearn.utils._param_validation import (
+        InvalidParameterError,
+        validate_parameter_constraints,
+    )
+
     classes = _classes()
     if name not in classes:
         known = [n for n in SIMPLICITY if n in classes]
@@ -118,23 +127,25 @@ def resolve_factors(params: dict | None, metas: list[str], data: dict | None) ->
     in ``metas`` made concrete for the data (folds.parquet's ``data`` metadata): the layout's own
     factors where it has them (``mask``: mask x gender x age), a manifest's declared factors as
     class codes (``data.factors``, :mod:`stackkit.data.factors`), else ``"none"``."""
+    out = {name: dict(p) for name, p in (params or {}).items()}
+    for name in metas:
+        if name not in FACTORS_DEFAULT:  # a learner without the option
+            continue
+        value = out.get(name, {}).get("factors", FACTORS_DEFAULT[name])
+        if value == "auto":
+            out.setdefault(name, {})["factors"] = _auto_factors(data or {})
+    return out
+
+
+def _auto_factors(data: dict):
+    # imported only when some learner asks for "auto": features imports scikit-learn, and the
+    # warm leaderboard with the default (``none``) factors must not
     from stackkit.data.factors import class_codes
     from stackkit.meta.features import FACTORS
 
-    data = data or {}
     layout = data.get("layout")
     if layout in FACTORS:
-        auto = layout
-    elif data.get("factors"):
-        auto = [list(c) for c in class_codes(data["factors"], where="folds.parquet data.factors")]
-    else:
-        auto = "none"
-    out = {name: dict(p) for name, p in (params or {}).items()}
-    classes = _classes()
-    for name in metas:
-        if name not in classes or "factors" not in classes[name]().get_params(deep=False):
-            continue
-        value = out.get(name, {}).get("factors", classes[name]().factors)
-        if value == "auto":
-            out.setdefault(name, {})["factors"] = auto
-    return out
+        return layout
+    if data.get("factors"):
+        return [list(c) for c in class_codes(data["factors"], where="folds.parquet data.factors")]
+    return "none"

@@ -48,7 +48,10 @@ def factor_labels(y: torch.Tensor, sizes=MASK_SIZES, codes=None) -> list[torch.T
     first most significant); ``codes`` (C, F) gives each class's value index per factor."""
     if codes is not None:
         if y.ndim == 2:
-            return [y @ F.one_hot(codes[:, i], s).to(y.dtype) for i, s in enumerate(sizes)]
+            # index_add, not a matmul: autocast would make bf16 of a matmul's soft targets
+            return [
+                y.new_zeros(len(y), s).index_add_(1, codes[:, i], y) for i, s in enumerate(sizes)
+            ]
         return [codes[y, i] for i in range(len(sizes))]
     if y.ndim == 2:
         t = y.reshape(len(y), *sizes)

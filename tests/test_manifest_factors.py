@@ -172,6 +172,11 @@ def test_factor_labels_of_declared_classes_hard_and_soft():
     torch.testing.assert_close(sm, torch.tensor([[0.0, 0.25, 0.75]]))
     torch.testing.assert_close(sg, torch.tensor([[0.25, 0.75]]))
     torch.testing.assert_close(sa, torch.tensor([[0.75, 0.0, 0.25]]))
+    # under bf16 autocast (the CUDA path) the soft targets stay float32 and exact
+    third = torch.full((1, 4), 1 / 3) * torch.tensor([[1.0, 1.0, 1.0, 0.0]])
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        m_bf = factor_labels(third, (3, 2, 3), codes)[0]
+    assert m_bf.dtype == torch.float32 and torch.equal(m_bf, torch.tensor([[0, 1 / 3, 2 / 3]]))
 
 
 def test_the_loss_is_the_weighted_sum_over_the_declared_factors(tmp_path):

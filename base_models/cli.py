@@ -4,8 +4,10 @@
     python -m base_models prepare  --model M --data D [options]   # decode the image cache once
     python -m base_models run-fold --model M --fold K --data D [options]   # one fold job
     python -m base_models assemble --model M --data D [options]   # the run, from its shards
+    python -m base_models cache list|clean [--key KEY]   # the shared image caches
 
-The first trains every fold (``app``); the others (``jobs_app``) are the pieces a scheduler
+The first trains every fold (``app``); ``cache`` lists or removes the image caches runs share
+(``cache_app``, over :mod:`base_models.image_cache`); the others (``jobs_app``) are the pieces a scheduler
 (a SLURM array, a Kubernetes indexed job) runs one at a time; ``__main__`` picks by the first
 word. Every training option (epochs, img-size, batch, lr, pretrained, pseudo, skip-bad-images,
 label-fix, age-boundary, seed) changes the config hash, so give each piece the same ones;
@@ -34,6 +36,11 @@ jobs_app = typer.Typer(
     rich_markup_mode=None,
 )  # fmt: skip
 JOB_COMMANDS = ("prepare", "run-fold", "assemble")
+cache_app = typer.Typer(
+    add_completion=False, pretty_exceptions_enable=False, no_args_is_help=True,
+    help="The decoded image caches runs share (<artifacts>/cache/images/): list, clean.",
+    rich_markup_mode=None,
+)  # fmt: skip
 
 Opt = Optional
 
@@ -263,8 +270,57 @@ def assemble_command(
     typer.echo(f"run {res.run_dir.name}: complete -> {res.run_dir}")
 
 
+@cache_app.command("list")
+@expected_errors
+def cache_list_command(artifacts: ArtifactsOpt = None, verbose: VerboseOpt = False) -> None:
+    """Every image cache: key, size, images, disk, last used, and whether a run reads it now."""
+    _logging(verbose)
+    from base_models.image_cache import cache_root, list_caches
+    from stackkit.contract.store import Store
+
+    root = cache_root(Store(artifacts).root)
+    caches = list_caches(root)
+    if not caches:
+        typer.echo(f"no image caches in {root}")
+        return
+    typer.echo(f"{'key':16}  {'HxW':>9}  {'images':>7}  {'GiB':>7}  {'last used':23}  in use")
+    for c in caches:
+        hw = "x".join(map(str, c["size"]))
+        typer.echo(
+            f"{c['key']:16}  {hw:>9}  {c['n_images']:7d}  {c['bytes'] / 2**30:7.2f}  "
+            f"{c['last_used'] or '-':23}  {'yes' if c['in_use'] else 'no'}"
+        )
+    typer.echo(
+        f"{len(caches)} cache(s), {sum(c['bytes'] for c in caches) / 2**30:.2f} GiB in {root}"
+    )
+
+
+@cache_app.command("clean")
+@expected_errors
+def cache_clean_command(
+    key: Annotated[
+        Opt[list[str]], typer.Option("--key", help="A cache to remove (repeat; default: all).")
+    ] = None,
+    artifacts: ArtifactsOpt = None,
+    verbose: VerboseOpt = False,
+) -> None:
+    """Remove image caches (all, or --key ones) that no run is reading; those read are kept."""
+    _logging(verbose)
+    from base_models.image_cache import cache_root, remove_caches
+    from stackkit.contract.store import Store
+
+    res = remove_caches(cache_root(Store(artifacts).root), key or None)
+    for k in res["in_use"]:
+        typer.echo(f"kept {k}: a run is reading it")
+    typer.echo(
+        f"removed {len(res['removed'])} cache(s), {res['bytes_freed'] / 2**30:.2f} GiB freed"
+    )
+
+
 def main() -> None:
-    if len(sys.argv) > 1 and sys.argv[1] in JOB_COMMANDS:
+    if len(sys.argv) > 1 and sys.argv[1] == "cache":
+        cache_app(args=sys.argv[2:], prog_name="python -m base_models cache")
+    elif len(sys.argv) > 1 and sys.argv[1] in JOB_COMMANDS:
         jobs_app()
     else:
         app()

@@ -30,6 +30,7 @@ CHOICES = {
     "loss": ("ce", "focal"),
     "epoch_selection": ("fixed", "inner"),
     "head": ("linear", "multitask"),  # base_models.model.HEADS
+    "decode": ("auto", "cache", "device"),  # base_models.runner.decode_mode
 }
 
 

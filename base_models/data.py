@@ -73,6 +73,7 @@ def make_loader(
     workers: int,
     device: torch.device,
     seed: int,
+    collate=None,
 ) -> DataLoader:
     """Shuffled (seeded) batches for training; ordered ones for prediction."""
     generator = torch.Generator().manual_seed(seed)
@@ -86,6 +87,7 @@ def make_loader(
         persistent_workers=workers > 0,
         prefetch_factor=PREFETCH_BATCHES if workers > 0 else None,
         generator=generator,
+        collate_fn=collate,
     )
 
 

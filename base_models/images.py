@@ -1,27 +1,20 @@
-"""Decode every image once into a uint8 cache, so decoding never starves the accelerator.
+"""Decode images into uint8 pixels at the evaluation scale size, the same way on every path.
 
-The cache is one ``.npy`` file (N x H x W x 3, uint8) opened as a memory map: loader workers
-share its pages instead of copying it. Images are stored at the evaluation *scale* size
-(``img_size / crop_pct``), resized keeping their aspect ratio and centre-cropped to it, which is
-what timm's evaluation transform does before its final centre crop; the training transform
-(random resized crop) starts from the same cached image.
-
-    runs/<run>/cache/images_<H>x<W>.npy    the pixels, train rows then test rows
-    runs/<run>/cache/images_<H>x<W>.json   the paths' hash and the unreadable rows
-
-The cache is written under a temporary name and renamed when whole; it is removed once the run
-is complete.
+Images are stored at the evaluation *scale* size (``img_size / crop_pct``), resized keeping their
+aspect ratio to cover it and centre-cropped to it (:data:`RESIZE_RULE`), which is what timm's
+evaluation transform does before its final centre crop; the training transform (random resized
+crop) starts from the same image. :func:`decode_all` writes N such images into one ``.npy``
+(N x H x W x 3, uint8), read as a memory map so loader workers share its pages; where that file
+lives and who shares it is :mod:`base_models.image_cache`. Decoding on the accelerator, with no
+file at all, is :mod:`base_models.device_decode` (the same rule in torch).
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
 import math
 import shutil
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -29,7 +22,7 @@ from PIL import Image
 from tqdm.auto import tqdm
 
 from stackkit.contract.errors import StackkitError
-from stackkit.contract.store import atomic_path, write_json
+from stackkit.contract.store import atomic_path
 
 log = logging.getLogger(__name__)
 
@@ -37,19 +30,12 @@ INTERPOLATION = {"bilinear": Image.BILINEAR, "bicubic": Image.BICUBIC, "nearest"
 DECODE_ERRORS = (OSError, ValueError, SyntaxError, Image.DecompressionBombError)
 
 
-@dataclass
-class ImageCache:
-    path: Path
-    size: tuple[int, int]  # (H, W) of the cached pixels
-    bad: np.ndarray  # positions whose file could not be decoded (zero pixels)
-
-    def array(self) -> np.ndarray:
-        return np.load(self.path, mmap_mode="r")
-
-
 def scale_size(img_size: tuple[int, int], crop_pct: float) -> tuple[int, int]:
     """timm's evaluation resize target for a centre crop of ``crop_pct``."""
     return tuple(math.floor(x / crop_pct) for x in img_size)
+
+
+RESIZE_RULE = "cover-centre-crop/1"  # the rule of decode(); part of the image cache's key
 
 
 def decode(path: str, size: tuple[int, int], interpolation: str = "bicubic") -> np.ndarray:
@@ -83,42 +69,14 @@ def check_disk(folder: Path, needed: int) -> None:
     if needed > free:
         raise StackkitError(
             f"{folder}: the image cache needs {needed / GIB:.2f} GiB, the disk has "
-            f"{free / GIB:.2f} GiB free; free some space, or train at a smaller --img-size"
+            f"{free / GIB:.2f} GiB free; free some space (python -m base_models cache clean removes "
+            "image caches no run is reading), or train at a smaller --img-size"
         )
 
 
-def paths_hash(paths: list[str]) -> str:
-    return hashlib.sha256("\n".join(paths).encode("utf-8")).hexdigest()
-
-
-def build_cache(
-    paths: list[str],
-    folder: Path,
-    size: tuple[int, int],
-    interpolation: str,
-    skip_bad: bool,
-    threads: int,
-) -> ImageCache:
-    """Decode ``paths`` into ``folder/images_<H>x<W>.npy`` unless a matching cache is there."""
-    name = f"images_{size[0]}x{size[1]}"
-    npy, meta = folder / f"{name}.npy", folder / f"{name}.json"
-    digest = paths_hash(paths)
-    if meta.is_file() and npy.is_file():
-        record = json.loads(meta.read_text())
-        if record.get("paths_hash") == digest and record.get("interpolation") == interpolation:
-            bad = np.asarray(record["bad"], dtype=np.int64)
-            _check_bad(bad, paths, skip_bad)
-            log.info("reusing image cache %s (%d images)", npy, len(paths))
-            return ImageCache(npy, size, bad)
-    check_disk(folder, cache_bytes(len(paths), size))
-    folder.mkdir(parents=True, exist_ok=True)
-    bad = _decode_all(paths, npy, size, interpolation, threads)
-    _check_bad(bad, paths, skip_bad)
-    write_json({"paths_hash": digest, "interpolation": interpolation, "bad": bad}, meta)
-    return ImageCache(npy, size, bad)
-
-
-def _decode_all(paths, npy: Path, size, interpolation: str, threads: int) -> np.ndarray:
+def decode_all(paths, npy: Path, size, interpolation: str, threads: int) -> np.ndarray:
+    """Decode ``paths`` into the new file ``npy`` (written under a temporary name, renamed when
+    whole); return the positions that could not be decoded (their pixels are zeros)."""
     bad = []
     with atomic_path(npy) as tmp:
         arr = np.lib.format.open_memmap(
@@ -145,7 +103,7 @@ def _decode_all(paths, npy: Path, size, interpolation: str, threads: int) -> np.
     return np.asarray([i for i, _ in bad], dtype=np.int64)
 
 
-def _check_bad(bad: np.ndarray, paths: list[str], skip_bad: bool) -> None:
+def check_bad(bad: np.ndarray, paths: list[str], skip_bad: bool) -> None:
     if len(bad) and not skip_bad:
         raise StackkitError(
             f"{paths[int(bad[0])]}: cannot be decoded as an image ({len(bad)} unreadable file(s) "

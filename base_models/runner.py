@@ -49,7 +49,17 @@ from base_models.data import (
     train_transform,
     use_channels_last,
 )
-from base_models.images import ImageCache, build_cache, scale_size
+from base_models.device_decode import (
+    DeviceDecoder,
+    EvalOnDevice,
+    OnDevice,
+    RawImages,
+    TrainOnDevice,
+    collate,
+    scan,
+)
+from base_models.image_cache import ImageCache, build_cache, cache_root, fits, open_cache
+from base_models.images import check_bad, scale_size
 from base_models.loop import Scored, fit, predict
 from base_models.model import MASK_FACTORS, build, create, load_pretrained
 from base_models.predict import fold_config_hash, fold_file, save_fold_model
@@ -66,9 +76,10 @@ from stackkit.data.layouts import AGE_BOUNDARY, load_dataset
 log = logging.getLogger(__name__)
 
 EVAL_BATCH_FACTOR = 2  # prediction keeps no gradients, so twice the training batch fits
-# runs/<run>/.lock: held while train, prepare or assemble works on the run, and while a run-fold
-# job builds or checks the image cache; runs/<run>/.lock.fold_<k>: while fold k trains. Both are
-# stackkit.contract.locks (flock; a second holder is refused in one line naming the first).
+# runs/<run>/.lock: held while train or assemble works on the run, and while a run-fold job checks
+# it; runs/<run>/.lock.fold_<k>: while fold k trains. Both are stackkit.contract.locks (flock; a
+# second holder is refused in one line naming the first). The image cache has its own locks
+# (base_models.image_cache): shared by every run of the same images and size.
 RUN_LOCK = ".lock"
 MODELS_DIR = "models"  # runs/<run>/models/: the fold models (base_models.predict)
 WAIT_S = 5.0  # a run-fold job polls this often while another job holds the run lock
@@ -109,6 +120,7 @@ class Job:
     resolved: dict | None = None  # what run.json records as "config"
     skip_bad: bool = False
     save_models: bool = True  # runs/<run>/models/ (base_models.predict); not in the config hash
+    images: Path | None = None  # the image caches' folder: <artifacts>/cache/images
 
 
 def train(
@@ -147,10 +159,10 @@ def train(
     with _session(job):
         if _already_complete(job, force):
             return RunResult(job.run_dir, True, [], list(range(n_folds)))
-        result = _train_folds(job, _cache(job), wanted, force)
+        with _images(job) as source:
+            result = _train_folds(job, source, wanted, force)
         if all(shards.finished(job.run_dir, k, job.hash) for k in range(n_folds)):
             _write_run(store, job.run, job, job.resolved)
-            shutil.rmtree(job.run_dir / "cache", ignore_errors=True)
             result.complete = True
         else:
             log.info(
@@ -213,6 +225,7 @@ def resolve_job(
     job = Job(
         model, cfg, dcfg, dev, workers, seed, fold_set, table, pre, store.run_dir(run), h,
         run=run, resolved=resolved, skip_bad=skip_bad_images, save_models=save_models,
+        images=cache_root(store.root),
     )  # fmt: skip
     return store, job
 
@@ -245,24 +258,31 @@ def run_fold(
     if not force and shards.finished(job.run_dir, k, job.hash):
         log.info("run %s fold %d: already committed with this config, skipped", job.run, k)
         return FoldResult(job.run_dir, k, job.hash, False)
-    # other fold jobs share this run folder: wait while one of them builds the cache, leave it be
+    # other fold jobs share this run folder: wait while one of them holds it
     with _session(job, wait=True, cleanup=False):
         if _already_complete(job, force):  # a finished run made with another config is refused
             return FoldResult(job.run_dir, k, job.hash, False)
-        cache = _cache(job)
-    result = _train_folds(job, cache, [k], force)
+    with _images(job) as source:  # a job building the same cache: waited for, then shared
+        result = _train_folds(job, source, [k], force)
     return FoldResult(job.run_dir, k, job.hash, bool(result.trained))
 
 
 def prepare(model: str, data: str | Path, artifacts=None, run=None, **options) -> str:
     """Decode the image cache every fold job of the run reads, once before they start (else
-    each job decodes it); return the run's config hash. ``options`` as for :func:`run_fold`."""
+    the first job decodes it while the others wait); return the run's config hash. ``options``
+    as for :func:`run_fold`. Nothing to do for ``decode: device``."""
     return prepare_job(resolve_job(model, data, artifacts, run, **options)[1])
 
 
 def prepare_job(job: Job) -> str:
-    with _session(job, cleanup=False):
-        _cache(job)
+    setting, (paths, size, interp) = job.cfg["decode"], _cache_args(job)
+    if setting == "device":
+        log.info("run %s: decode: device needs no image cache", job.run)
+    elif setting == "auto" and not fits(paths, job.images, size, interp):
+        log.info("run %s: the image cache does not fit on the disk; fold jobs on CUDA will "
+                 "decode on the device (decode: auto), on the CPU they will refuse", job.run)  # fmt: skip
+    else:
+        build_cache(paths, job.images, size, interp, threads=cpu_count())
     return job.hash
 
 
@@ -282,9 +302,8 @@ def assemble(
                 f"run {job.run}: fold(s) {', '.join(map(str, missing))} have no shard committed "
                 f"with config {job.hash} yet (run-fold them first)"
             )
-        _cache(job)  # which images were unreadable
+        _unreadable_from_shards(job)
         _write_run(store, job.run, job, job.resolved)
-        shutil.rmtree(job.run_dir / "cache", ignore_errors=True)
     return RunResult(job.run_dir, True, [], list(range(n_folds)))
 
 
@@ -418,8 +437,8 @@ def fold_lock(fold: int) -> str:
 @contextmanager
 def _session(job: Job, wait: bool = False, cleanup: bool = True):
     """Hold the run's lock for the block (``wait``: until it is free, else fail at once naming
-    its holder), after removing the cache temporaries a killed command left; if the block fails
-    in a run folder it created and no fold was committed, remove the folder (``cleanup``)."""
+    its holder), after removing the per-run image cache an older stackkit left; if the block
+    fails in a run folder it created and no fold was committed, remove the folder (``cleanup``)."""
     created = cleanup and not job.run_dir.exists()
     try:
         with ExitStack() as stack:
@@ -432,9 +451,10 @@ def _session(job: Job, wait: bool = False, cleanup: bool = True):
                         raise
                     log.info("%s; waiting", exc)
                     time.sleep(WAIT_S)
-            for tmp in (job.run_dir / "cache").glob(".images_*.tmp"):  # a killed cache build
-                log.info("removing %s, left by a command that did not finish", tmp)
-                tmp.unlink(missing_ok=True)
+            legacy = job.run_dir / "cache"  # before image caches were shared (cache/images/)
+            if legacy.is_dir():
+                log.info("removing %s: image caches are shared now, in %s", legacy, job.images)
+                shutil.rmtree(legacy, ignore_errors=True)
             yield
     except BaseException:
         if created and not shards.any_shard(job.run_dir):
@@ -442,19 +462,62 @@ def _session(job: Job, wait: bool = False, cleanup: bool = True):
         raise
 
 
-def _cache(job: Job) -> ImageCache:
-    """The run's decoded images (built now unless a matching cache is there); marks the
-    unreadable ones unusable. Call it holding the run lock."""
-    cache = build_cache(
-        job.table.paths, job.run_dir / "cache",
-        scale_size(job.dcfg["input_size"][1:], job.dcfg["crop_pct"]),
-        job.dcfg["interpolation"], job.skip_bad, threads=cpu_count(),
-    )  # fmt: skip
-    job.table.usable[cache.bad] = False
-    return cache
+def _cache_args(job: Job) -> tuple[list[str], tuple[int, int], str]:
+    size = scale_size(job.dcfg["input_size"][1:], job.dcfg["crop_pct"])
+    return job.table.paths, size, job.dcfg["interpolation"]
 
 
-def _train_folds(job: Job, cache: ImageCache, wanted: list[int], force: bool) -> RunResult:
+def decode_mode(job: Job) -> str:
+    """``decode`` resolved: cache or device. ``auto`` is the cache on the CPU; on CUDA the cache
+    too when it is there or fits on the disk (the tested path, with timm's own PIL transforms),
+    else decoding on the device."""
+    setting = job.cfg["decode"]
+    if setting != "auto":
+        return setting
+    paths, size, interp = _cache_args(job)
+    if job.device.type != "cuda" or fits(paths, job.images, size, interp):
+        return "cache"
+    return "device"
+
+
+@dataclass
+class OnDeviceSource:
+    """``decode: device``: the files themselves, decoded batch by batch on the device."""
+
+    size: tuple[int, int]
+    key: None = None
+
+
+@contextmanager
+def _images(job: Job):
+    """What the folds read, for the block: the shared image cache (built now unless it is
+    there; held so that ``cache clean`` leaves it alone), or for ``decode: device`` the files
+    (their headers read now). Marks the unreadable images unusable."""
+    paths, size, interp = _cache_args(job)
+    if decode_mode(job) == "device":
+        bad = scan(paths, cpu_count())
+        check_bad(bad, paths, job.skip_bad)
+        job.table.usable[bad] = False
+        yield OnDeviceSource(size)
+        return
+    with open_cache(paths, job.images, size, interp, job.skip_bad, cpu_count()) as cache:
+        job.table.usable[cache.bad] = False
+        yield cache
+
+
+def _unreadable_from_shards(job: Job) -> None:
+    """Mark unusable the images the fold jobs found unreadable (their shards say which; shards
+    written before they did: the image cache says, built again if it was removed)."""
+    records = [shards.read_record(job.run_dir, k) for k in range(job.folds.n_folds)]
+    if all("unreadable" in r for r in records):
+        for r in records:  # table positions: the same table for the same config hash
+            job.table.usable[np.asarray(r["unreadable"], dtype=np.int64)] = False
+    else:
+        with _images(job):
+            pass
+
+
+def _train_folds(job: Job, source, wanted: list[int], force: bool) -> RunResult:
     """Train the ``wanted`` folds not yet committed with this config, each under its fold lock."""
     result = RunResult(job.run_dir, False, [], [])
     splits = build_splits(job.table, job.folds.n_folds)
@@ -464,7 +527,7 @@ def _train_folds(job: Job, cache: ImageCache, wanted: list[int], force: bool) ->
                 log.info("fold %d: already finished with this config, skipped", k)
                 result.skipped.append(k)
                 continue
-            _run_fold(job, splits[k], cache)
+            _run_fold(job, splits[k], source)
         result.trained.append(k)
     return result
 
@@ -475,11 +538,11 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def _run_fold(job: Job, split: Split, cache) -> None:
+def _run_fold(job: Job, split: Split, source) -> None:
     t0, k, t = time.time(), split.fold, job.table
     seed_everything(job.seed + k)  # each fold on its own seed: resuming changes nothing
     net, norm = _fresh_model(job)
-    loader = _loaders(job, cache.path, k)
+    loader = _loaders(job, source, k)
     chosen, train_pos, inner = _fit_fold(job, net, norm, loader, split)
     oof_pos = np.flatnonzero(t.fold == k)
     views = tuple(job.cfg["tta"])  # the same views for OOF and test rows (the contract)
@@ -496,6 +559,8 @@ def _run_fold(job: Job, split: Split, cache) -> None:
         "n_pseudo": int((train_pos >= t.n_train).sum()), "n_val": len(oof_pos),
         "seconds": round(time.time() - t0, 1), "trained_on": sorted(t.ids[train_pos].tolist()),
         "selected_on": sorted(t.ids[inner].tolist()),
+        "decode": "cache" if isinstance(source, ImageCache) else "device",
+        "image_cache": source.key, "unreadable": np.flatnonzero(~t.usable).tolist(),
     }  # fmt: skip
     oof_df, test_df = _frame(t.ids[oof_pos], k, oof), _frame(t.ids[t.test_positions], k, test)
     models = job.run_dir / MODELS_DIR
@@ -551,20 +616,29 @@ def _fit_fold(job: Job, net, norm, loader, split: Split):
     return chosen, train_pos, inner
 
 
-def _loaders(job: Job, cache_path: Path, fold: int):
+def _loaders(job: Job, source, fold: int):
     """``make(positions, is_train, labels=None)``: training (augmented, shuffled) or prediction
-    batches; ``labels`` default to the table's (0 on unlabelled test rows, which only predict)."""
-    transforms = {True: train_transform(job.dcfg, job.cfg), False: eval_transform(job.dcfg)}
+    batches; ``labels`` default to the table's (0 on unlabelled test rows, which only predict).
+    From the image cache, timm's PIL transforms run in the loader workers; with ``decode:
+    device`` the workers read the files' bytes and the device decodes and transforms them."""
+    if isinstance(source, ImageCache):
+        transforms = {True: train_transform(job.dcfg, job.cfg), False: eval_transform(job.dcfg)}
+    else:
+        transforms = {True: TrainOnDevice(job.dcfg, job.cfg), False: EvalOnDevice(job.dcfg)}
+        decoder = DeviceDecoder(job.table.paths, source.size, job.dcfg["interpolation"], job.device)
 
     def make(positions: np.ndarray, is_train: bool, labels: np.ndarray | None = None):
         if labels is None:
             labels = np.maximum(job.table.labels[positions], 0)
-        ds = CachedImages(cache_path, positions, labels, transforms[is_train])
         batch = job.cfg["batch"] * (1 if is_train else EVAL_BATCH_FACTOR)
-        seed = job.seed + fold
-        return make_loader(
-            ds, batch, train=is_train, workers=job.workers, device=job.device, seed=seed
-        )
+        opts = dict(train=is_train, workers=job.workers, device=job.device, seed=job.seed + fold)
+        if isinstance(source, ImageCache):
+            ds = CachedImages(source.path, positions, labels, transforms[is_train])
+            return make_loader(ds, batch, **opts)
+        ds = RawImages(job.table.paths, positions, labels, job.table.usable, source.size,
+                       job.dcfg["interpolation"])  # fmt: skip
+        return OnDevice(make_loader(ds, batch, collate=collate, **opts), decoder,
+                        transforms[is_train])  # fmt: skip
 
     return make
 
@@ -616,11 +690,24 @@ def _write_run(store: Store, run: str, job: Job, resolved: dict) -> None:
         "labels_differ_from_folds": int((t.labels[: t.n_train] != job.folds.labels).sum()),
         "bad_images": {"count": len(bad), "ids": t.ids[bad].tolist()},
         "device": str(job.device), "command": sys.argv, "models": _saved_models(job),
+        "decode": _decode_record(job, records),
     }  # fmt: skip
     store.write_run(run, oof, test, info, job.folds)
     m = info["metrics"]
     log.info("run %s: OOF macro-F1 %.4f, accuracy %.4f, log loss %.4f", run,
              m["oof_macro_f1"], m["oof_accuracy"], m["oof_log_loss"])  # fmt: skip
+
+
+def _decode_record(job: Job, records: list[dict]) -> dict:
+    """How the folds' images were decoded (``decode`` of the config resolved per fold job), and
+    the image cache they read (its key names ``<artifacts>/cache/images/<key>/``)."""
+    modes = sorted({r.get("decode", "cache") for r in records})
+    keys = sorted({r["image_cache"] for r in records if r.get("image_cache")})
+    return {
+        "setting": job.cfg["decode"], "mode": modes[0] if len(modes) == 1 else modes,
+        "image_cache": keys[0] if len(keys) == 1 else (keys or None),
+        "scale_size": list(_cache_args(job)[1]),
+    }  # fmt: skip
 
 
 def _recipe(cfg: dict, declared: dict | None = None) -> dict:

@@ -80,7 +80,8 @@ def main() -> None:
             t, rng = job.table, np.random.default_rng(100 + seed)
             train_rows = np.arange(len(t.ids)) < t.n_train
             t.labels[train_rows] = rng.integers(0, job.folds.n_classes, int(train_rows.sum()))
-            runner._train_folds(job, runner._cache(job), list(range(args.folds)), force=True)
+            with runner._images(job) as images:
+                runner._train_folds(job, images, list(range(args.folds)), force=True)
             scores[how].append(oof_macro_f1(job))
             print(f"seed {seed} {how:8s} OOF macro-F1 {scores[how][-1]:.4f}", flush=True)
     runner._fit_fold = CHOSEN_BY

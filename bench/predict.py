@@ -30,7 +30,8 @@ def bench_images(args) -> None:
 
     from base_models.config import parse_img_size
     from base_models.data import CachedImages, Normalizer, data_config, eval_transform, make_loader
-    from base_models.images import build_cache, scale_size
+    from base_models.image_cache import build_cache
+    from base_models.images import scale_size
     from base_models.loop import predict
     from base_models.model import create
     from base_models.predict import fold_file, predict_run, save_fold_model
@@ -57,7 +58,7 @@ def bench_images(args) -> None:
 
     t0 = time.perf_counter()  # the runner: cache, then every fold model through loader batches
     size = scale_size(dcfg["input_size"][1:], dcfg["crop_pct"])
-    cache = build_cache(paths, tmp / "cache", size, dcfg["interpolation"], False, args.threads)
+    cache = build_cache(paths, tmp / "cache", size, dcfg["interpolation"], args.threads)
     norm = Normalizer(dcfg, dev)
     runner = []
     for k in range(args.folds):

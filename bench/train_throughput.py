@@ -30,7 +30,8 @@ from base_models.data import (
     make_loader,
     train_transform,
 )
-from base_models.images import build_cache, scale_size
+from base_models.image_cache import build_cache
+from base_models.images import scale_size
 from base_models.loop import make_optimizer, make_schedule, predict, train_epoch
 from base_models.model import create
 
@@ -100,7 +101,7 @@ def main() -> None:
         paths = make_images(Path(tmp), n)
         t0 = time.perf_counter()
         cache = build_cache(paths, Path(tmp) / "cache", scale_size(cfg["img_size"], dcfg["crop_pct"]),
-                            dcfg["interpolation"], skip_bad=False, threads=max(1, workers))  # fmt: skip
+                            dcfg["interpolation"], threads=max(1, workers))  # fmt: skip
         decode_rate = n / (time.perf_counter() - t0)
         labels = np.arange(n) % 18
         norm = Normalizer(dcfg, device)

@@ -68,7 +68,8 @@ def test_run_meets_the_contract(full_run):
     assert info["config"]["data_config"]["input_size"] == [3, 32, 24]
     assert len(info["metrics"]["per_fold"]) == 2 and 0 <= info["metrics"]["oof_macro_f1"] <= 1
     assert len(list((result.run_dir / "tb" / "fold_1").glob("events.out.tfevents.*"))) == 1
-    assert not (result.run_dir / "cache").exists()  # removed once the run is complete
+    assert not (result.run_dir / "cache").exists()  # pixels: in <artifacts>/cache/images, shared
+    assert info["decode"]["mode"] == "cache" and (art / "cache" / "images").is_dir()
 
 
 def test_every_oof_row_comes_from_a_model_that_never_saw_that_person(full_run):

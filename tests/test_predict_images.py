@@ -106,6 +106,10 @@ def test_what_the_runs_and_the_fit_write_holds_no_pickle(fitted):
             assert data[:4] == data[-4:] == b"PAR1", f
         elif f.suffix in (".json", ".csv"):
             (json.loads if f.suffix == ".json" else str)(data.decode("utf-8"))
+        elif f.suffix == ".npy":  # the shared image cache: uint8 pixels, no pickled objects
+            assert np.load(f, mmap_mode="r", allow_pickle=False).dtype == np.uint8, f
+        elif f.name == "readers.lock":  # the image cache's readers' lock: an empty file
+            assert data == b"", f
         elif ".tfevents." in f.name:  # TensorBoard's curves: protobuf records
             assert b"pickle" not in data, f
         else:

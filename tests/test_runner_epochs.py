@@ -37,7 +37,8 @@ def _config(tmp_path, selection: str, fraction: float = 0.25):
 
 
 def _fold0(job) -> tuple[np.ndarray, np.ndarray, dict]:
-    runner._train_folds(job, runner._cache(job), [0], force=True)
+    with runner._images(job) as images:
+        runner._train_folds(job, images, [0], force=True)
     oof, test, _ = shard_files(job.run_dir, 0)
     cols = [c for c in pd.read_parquet(oof).columns if c.startswith("logit_")]
     return (

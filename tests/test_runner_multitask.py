@@ -133,13 +133,13 @@ def test_a_cache_that_does_not_fit_on_the_disk_is_refused_with_the_numbers(tmp_p
     import shutil
     from collections import namedtuple
 
-    from base_models import images
+    from base_models import image_cache, images
 
     usage = namedtuple("usage", "total used free")
     monkeypatch.setattr(shutil, "disk_usage", lambda p: usage(10 * 2**30, 0, 2**30))
     paths = [str(tmp_path / f"{i}.png") for i in range(1000)]
     with pytest.raises(StackkitError, match=re.escape("needs 1.37 GiB, the disk has 1.00 GiB")):
-        images.build_cache(paths, tmp_path / "cache", (384, 1280), "bicubic", False, threads=1)
+        image_cache.build_cache(paths, tmp_path / "cache", (384, 1280), "bicubic", threads=1)
     assert not (tmp_path / "cache").exists()  # nothing written
     assert images.cache_bytes(1000, (384, 1280)) == 1000 * 384 * 1280 * 3 + 128
 

@@ -15,7 +15,7 @@ from imagedata import make_mask_data
 from typer.testing import CliRunner
 
 import base_models.runner as runner
-from base_models import train
+from base_models import image_cache, train
 from base_models.cli import app
 from stackkit.contract.errors import StackkitError
 from stackkit.data.layouts import folds_for_data
@@ -105,11 +105,13 @@ def test_a_fold_job_on_a_fold_being_trained_fails(data, art):
 
 
 def test_a_killed_cache_build_is_cleaned_up_on_the_next_start(data, art):
-    cache = art / "runs" / "test_resnet" / "cache"
-    cache.mkdir(parents=True)
-    stale = cache / ".images_32x24.npy.k1ll3d.tmp"
-    stale.write_bytes(b"\x93NUMPY half of an image cache")
+    _, job = runner.resolve_job("test_resnet", data, art, device="cpu")
+    key = image_cache.cache_key(image_cache.key_record(*runner._cache_args(job)))
+    root = image_cache.cache_root(art)
+    stale = root / f".{key}.0123456789ab.tmp"  # store.atomic_dir's temporary, killed midway
+    stale.mkdir(parents=True)
+    (stale / image_cache.PIXELS).write_bytes(b"\x93NUMPY half of an image cache")
     old = time.time() - 3600
     os.utime(stale, (old, old))
-    train(data=data, artifacts=art, folds="0", **FAST)  # an incomplete run keeps its cache
-    assert not stale.exists() and len(list(cache.glob("images_*.npy"))) == 1
+    train(data=data, artifacts=art, folds="0", **FAST)
+    assert sorted(p.name for p in root.iterdir()) == [key]  # only the whole cache

@@ -8,6 +8,10 @@ exits, even by SIGKILL: a lock is never left stale. Beside it, ``<lock>.holder``
 
     >>> with hold(store.root / "ensembles" / ".auto.lock", "ensemble 'auto'"):
     ...     ...  # write ensembles/auto/
+
+Readers of something that stays (a shared image cache) hold a *shared* lock on a file inside it
+for as long as they read (:func:`reading`); whoever would delete it first checks that no reader
+holds one (:func:`in_use`). Both are ``flock`` too, so a reader that dies stops counting.
 """
 
 from __future__ import annotations
@@ -111,6 +115,37 @@ def _acquire(path: Path, what: str, note: Path) -> FileLock:
             # (and maybe removed its folder, made anew meanwhile): try again on the new one
             continue
     raise StackkitError(f"{what}: lock file {path} keeps changing; is something deleting it?")
+
+
+@contextlib.contextmanager
+def reading(path: str | os.PathLike) -> Iterator[None]:
+    """Hold a shared lock on ``path`` (created if missing, never removed) for the block: any
+    number of readers at once; :func:`in_use` is True while one holds it."""
+    import fcntl  # Unix only, as flock
+
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH)  # waits only while in_use() probes (an instant)
+        yield
+    finally:
+        os.close(fd)  # releases the lock
+
+
+def in_use(path: str | os.PathLike) -> bool:
+    """Whether some process holds :func:`reading` on ``path`` now (False if there is no file)."""
+    import fcntl
+
+    try:
+        fd = os.open(path, os.O_RDWR)
+    except FileNotFoundError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)
+    return False
 
 
 def _read(note: Path) -> dict | None:

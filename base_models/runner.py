@@ -159,9 +159,13 @@ def train(
     with _session(job):
         if _already_complete(job, force):
             return RunResult(job.run_dir, True, [], list(range(n_folds)))
-        with _images(job) as source:
-            result = _train_folds(job, source, wanted, force)
+        if force or _done(job) != list(range(n_folds)):
+            with _images(job) as source:  # held against `cache clean` while the folds train
+                result = _train_folds(job, source, wanted, force)
+        else:  # every fold is in (an interrupted assembly): no pixels needed
+            result = RunResult(job.run_dir, False, [], wanted)
         if all(shards.finished(job.run_dir, k, job.hash) for k in range(n_folds)):
+            _unreadable_from_shards(job)
             _write_run(store, job.run, job, job.resolved)
             result.complete = True
         else:

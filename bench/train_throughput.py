@@ -1,12 +1,15 @@
 """Is the data pipeline fast enough? Training and inference images/s through the real pipeline
-(cached uint8 pixels -> timm transforms in loader workers -> normalise on the device) beside the
-same model on a batch already in device memory. Target: pipeline >= 90% of synthetic.
+beside the same model on a batch already in device memory. Target: pipeline >= 90% of synthetic.
 
     .venv/bin/python bench/train_throughput.py resnet18 512x384
     .venv/bin/python bench/train_throughput.py tf_efficientnet_lite0 320x240 --batch 96 --workers 12
+    .venv/bin/python bench/train_throughput.py nfnet_f0 384x288 --decode device
 
-Images are generated portraits (384x512 JPEG, like the mask set), decoded once into the cache
-(its rate is printed too). The training and inference loops are base_models' own.
+``--decode cache`` (default): cached uint8 pixels -> timm transforms in loader workers ->
+normalise on the device; the images are decoded once into the cache first (its rate is printed
+too). ``--decode device``: loader workers read the JPEG bytes, the device decodes, resizes and
+augments each batch (base_models.device_decode). Images are generated portraits (384x512 JPEG,
+like the mask set). The training and inference loops are base_models' own.
 """
 
 from __future__ import annotations
@@ -30,10 +33,20 @@ from base_models.data import (
     make_loader,
     train_transform,
 )
+from base_models.device_decode import (
+    DeviceDecoder,
+    EvalOnDevice,
+    RawImages,
+    TrainOnDevice,
+    collate,
+)
+from base_models.device_decode import OnDevice as Decoded
 from base_models.image_cache import build_cache
 from base_models.images import scale_size
 from base_models.loop import make_optimizer, make_schedule, predict, train_epoch
 from base_models.model import create
+
+TTA = ("identity", "hflip")  # the runner's default views
 
 
 class OnDevice:
@@ -81,6 +94,7 @@ def main() -> None:
     ap.add_argument("--workers", type=int, default=None)
     ap.add_argument("--threads", type=int, default=None, help="CPU threads for the model")
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    ap.add_argument("--decode", choices=("cache", "device"), default="cache")
     args = ap.parse_args()
     logging.basicConfig(level=logging.WARNING)
     device = torch.device(args.device)
@@ -99,16 +113,29 @@ def main() -> None:
 
     with tempfile.TemporaryDirectory() as tmp:
         paths = make_images(Path(tmp), n)
-        t0 = time.perf_counter()
-        cache = build_cache(paths, Path(tmp) / "cache", scale_size(cfg["img_size"], dcfg["crop_pct"]),
-                            dcfg["interpolation"], threads=max(1, workers))  # fmt: skip
-        decode_rate = n / (time.perf_counter() - t0)
+        size = scale_size(cfg["img_size"], dcfg["crop_pct"])
         labels = np.arange(n) % 18
         norm = Normalizer(dcfg, device)
-        ds_train = CachedImages(cache.path, np.arange(n), labels, train_transform(dcfg, cfg))
-        ds_eval = CachedImages(cache.path, np.arange(n), labels, eval_transform(dcfg))
-        train_dl = make_loader(ds_train, b, train=True, workers=workers, device=device, seed=0)
-        eval_dl = make_loader(ds_eval, 2 * b, train=False, workers=workers, device=device, seed=0)
+        if args.decode == "cache":
+            t0 = time.perf_counter()
+            cache = build_cache(paths, Path(tmp) / "cache", size, dcfg["interpolation"],
+                                threads=max(1, workers))  # fmt: skip
+            decode_rate = f"cache decode {n / (time.perf_counter() - t0):.0f} img/s"
+            ds_train = CachedImages(cache.path, np.arange(n), labels, train_transform(dcfg, cfg))
+            ds_eval = CachedImages(cache.path, np.arange(n), labels, eval_transform(dcfg))
+            train_dl = make_loader(ds_train, b, train=True, workers=workers, device=device, seed=0)
+            eval_dl = make_loader(ds_eval, 2 * b, train=False, workers=workers, device=device,
+                                  seed=0)  # fmt: skip
+        else:
+            decode_rate = "decoded on the device, no cache"
+            raw = RawImages(paths, np.arange(n), labels, np.ones(n, bool), size,
+                            dcfg["interpolation"])  # fmt: skip
+            dec = DeviceDecoder(paths, size, dcfg["interpolation"], device)
+            opts = dict(workers=workers, device=device, seed=0, collate=collate)
+            train_dl = Decoded(make_loader(raw, b, train=True, **opts), dec,
+                               TrainOnDevice(dcfg, cfg))  # fmt: skip
+            eval_dl = Decoded(make_loader(raw, 2 * b, train=False, **opts), dec,
+                              EvalOnDevice(dcfg))  # fmt: skip
 
         x = norm(next(iter(train_dl))[0])
         y = torch.as_tensor(labels[:b])
@@ -124,14 +151,14 @@ def main() -> None:
             "train synthetic": timed(
                 lambda: train_epoch(net, fake_train, dev, opt, sched, cfg, "train"), device, n
             ),
-            "infer pipeline": timed(lambda: predict(net, eval_dl, norm, tta=True), device, n),
+            "infer pipeline": timed(lambda: predict(net, eval_dl, norm, TTA), device, n),
             "loader only": timed(lambda: [norm(xb) for xb, _ in train_dl], device, n),
             "infer synthetic": timed(
-                lambda: predict(net, fake_eval, dev, tta=True), device, len(fake_eval) * 2 * b
+                lambda: predict(net, fake_eval, dev, TTA), device, len(fake_eval) * 2 * b
             ),
         }
     print(f"{args.model} {cfg['img_size'][0]}x{cfg['img_size'][1]} on {device} ({torch.get_num_threads()} threads), batch {b}, {workers} workers, "
-          f"{n} images (cache decode {decode_rate:.0f} img/s)")  # fmt: skip
+          f"{n} images ({decode_rate})")  # fmt: skip
     for phase in ("train", "infer"):
         p, s = rates[f"{phase} pipeline"], rates[f"{phase} synthetic"]
         print(

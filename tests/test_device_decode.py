@@ -173,3 +173,24 @@ def test_eval_batches_of_both_paths_agree(tmp_path, data):
     )
     assert a.shape == b.shape == (len(positions), 3, 32, 24)
     assert (a.int() - b.int()).abs().max() <= 1
+
+
+def test_auto_is_the_cache_on_the_cpu_and_on_cuda_the_device_when_the_cache_does_not_fit(
+    tmp_path, data, monkeypatch
+):
+    import shutil
+    from collections import namedtuple
+
+    art = tmp_path / "art"
+    folds_for_data(data, artifacts=art, n_folds=2, seed=0)
+    _, job = runner.resolve_job("test_resnet", data, art, device="cpu")
+    assert job.cfg["decode"] == "auto" and runner.decode_mode(job) == "cache"
+    job.device = torch.device("cuda")  # only its type is read: no GPU needed
+    assert runner.decode_mode(job) == "cache"  # ~200 KB fit
+    usage = namedtuple("usage", "total used free")
+    monkeypatch.setattr(shutil, "disk_usage", lambda p: usage(2**30, 2**30, 1000))
+    assert runner.decode_mode(job) == "device"
+    job.device = torch.device("cpu")
+    with pytest.raises(StackkitError, match="the image cache needs .* GiB, the disk has"):
+        with runner._images(job):
+            pass

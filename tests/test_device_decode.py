@@ -191,6 +191,8 @@ def test_auto_is_the_cache_on_the_cpu_and_on_cuda_the_device_when_the_cache_does
     monkeypatch.setattr(shutil, "disk_usage", lambda p: usage(2**30, 2**30, 1000))
     assert runner.decode_mode(job) == "device"
     job.device = torch.device("cpu")
-    with pytest.raises(StackkitError, match="the image cache needs .* GiB, the disk has"):
-        with runner._images(job):
-            pass
+    with (
+        pytest.raises(StackkitError, match=r"the image cache needs .* GiB, the disk has"),
+        runner._images(job),
+    ):
+        pass

@@ -31,7 +31,7 @@ from stackkit.contract.errors import StackkitError
 from stackkit.contract.inventory import choose_runs
 from stackkit.contract.names import check_name
 from stackkit.contract.store import RunSet, Store, atomic_dir, write_json, write_parquet
-from stackkit.cv import stacking
+from stackkit.cv import shared, stacking
 from stackkit.cv.blend import BLEND, Blend, cross_val_blend, members
 from stackkit.cv.cache import CVCache, entry_key, inputs_key
 from stackkit.cv.engine import check_engine, warm_local_workers
@@ -168,17 +168,19 @@ def cross_validate(
     use_cache: bool = True,
     engine: str = "local",
     X_test: np.ndarray | None = None,
+    X: np.ndarray | None = None,
 ) -> list[stacking.CVResult]:
     """CV results for each named learner: from the on-disk cache when the inputs match, the rest
     computed together in one pool of fold fits (``stacking.cross_val_many``) and then cached.
     ``blend`` comes last, from the others' results (cached too). With ``X_test``, the
-    learners computed here are refitted on all rows in the same pool (``CVResult.refit``)."""
+    learners computed here are refitted on all rows in the same pool (``CVResult.refit``).
+    ``X``: the runset's features when already built (``stacking.features``)."""
     from tqdm.auto import tqdm
 
     blend, with_runs = BLEND in metas, RUNS in metas
     metas = [m for m in metas if m not in (BLEND, RUNS)]
 
-    X = stacking.features(runset)
+    X = stacking.features(runset) if X is None else X
     n_jobs = resolve_n_jobs(n_jobs, X)
     y, f, c = runset.folds.labels, runset.folds.fold_ids, runset.folds.n_classes
     cache = CVCache(use_cache)
@@ -274,41 +276,43 @@ def fit_ensemble(
     # learner, or a blend (which mixes most of them); else the pick alone is refitted afterwards
     learners = [m for m in metas if m not in (BLEND, RUNS)]
     prefit = len(learners) == 1 or (BLEND in metas and len(learners) > 0)
-    X_test = stacking.test_features(runset) if prefit else None
-    candidates = cross_validate(runset, metas, params, n_jobs, use_cache, engine, X_test)
-    selected = stacking.choose(candidates)
-    log.debug("selected %s (CV macro-F1 %.4f)", selected.meta, selected.scores["macro_f1"])
-    honest = estimate(candidates, y, f, c, tune_bias)
-    written = as_written(honest.proba)  # scored as estimate_oof_proba.parquet holds it
-    honest = replace(honest, proba=written, macro_f1=metrics.macro_f1(y, written.argmax(1), c))
-    run_rows = [r for r in candidates if is_run(r.meta)] or run_candidates(runset)
+    # the features built once, in files that the worker processes map (stackkit.cv.shared)
+    with shared.scratch() as folder:
+        X = stacking.features(runset, folder)
+        X_test = stacking.test_features(runset, folder) if prefit else None
+        candidates = cross_validate(runset, metas, params, n_jobs, use_cache, engine, X_test, X)
+        selected = stacking.choose(candidates)
+        log.debug("selected %s (CV macro-F1 %.4f)", selected.meta, selected.scores["macro_f1"])
+        honest = estimate(candidates, y, f, c, tune_bias)
+        written = as_written(honest.proba)  # scored as estimate_oof_proba.parquet holds it
+        honest = replace(honest, proba=written, macro_f1=metrics.macro_f1(y, written.argmax(1), c))
+        run_rows = [r for r in candidates if is_run(r.meta)] or run_candidates(runset, False)
 
-    oof_proba, offsets = selected.oof_proba, None
-    bias_cv_macro_f1 = fold_offsets = None
-    if tune_bias:
-        decision = decide_bias(selected.oof_proba, y, f)
-        oof_proba, offsets, bias_cv_macro_f1 = (
-            decision.proba,
-            decision.offsets,
-            decision.cv_macro_f1,
-        )
-        fold_offsets = decision.fold_offsets if offsets is not None else None
-        if offsets is None:  # offsets fitted on other folds did not carry over
-            log.warning("bias tuning lowered the CV macro-F1 (%.4f -> %.4f): not applied",
-                        selected.scores["macro_f1"], bias_cv_macro_f1)  # fmt: skip
-    oof_proba = as_written(oof_proba)  # scored as oof_proba.parquet holds it (float32)
-    final_scores = metrics.scores(y, oof_proba, f)
+        oof_proba, offsets = selected.oof_proba, None
+        bias_cv_macro_f1 = fold_offsets = None
+        if tune_bias:
+            decision = decide_bias(selected.oof_proba, y, f)
+            oof_proba, offsets, bias_cv_macro_f1 = (
+                decision.proba,
+                decision.offsets,
+                decision.cv_macro_f1,
+            )
+            fold_offsets = decision.fold_offsets if offsets is not None else None
+            if offsets is None:  # offsets fitted on other folds did not carry over
+                log.warning("bias tuning lowered the CV macro-F1 (%.4f -> %.4f): not applied",
+                            selected.scores["macro_f1"], bias_cv_macro_f1)  # fmt: skip
+        oof_proba = as_written(oof_proba)  # scored as oof_proba.parquet holds it (float32)
+        final_scores = metrics.scores(y, oof_proba, f)
 
-    nested_f1 = picks = None
-    if nested:
-        X = stacking.features(runset)
-        run_names = runset.names if RUNS in metas else None
-        nested_proba, picks = stacking.nested_cv(metas, X, y, f, c, params, tune_bias,
-                                                 resolve_n_jobs(n_jobs, X), engine=engine,
-                                                 run_names=run_names)  # fmt: skip
-        nested_f1 = metrics.macro_f1(y, nested_proba.argmax(1), c)
+        nested_f1 = picks = None
+        if nested:
+            run_names = runset.names if RUNS in metas else None
+            nested_proba, picks = stacking.nested_cv(metas, X, y, f, c, params, tune_bias,
+                                                     resolve_n_jobs(n_jobs, X), engine=engine,
+                                                     run_names=run_names)  # fmt: skip
+            nested_f1 = metrics.macro_f1(y, nested_proba.argmax(1), c)
 
-    est, test_proba = refit(selected.meta, candidates, runset, params, n_jobs, X_test)
+        est, test_proba = refit(selected.meta, candidates, runset, params, n_jobs, X_test, X)
     if offsets is not None:
         test_proba = metrics.softmax(stacking._log(test_proba) + offsets)
 
@@ -347,7 +351,7 @@ def as_written(proba: np.ndarray) -> np.ndarray:
     return (p / p.sum(axis=1, keepdims=True)).astype(np.float32)
 
 
-def refit(meta: str, candidates, runset: RunSet, params=None, n_jobs=None, X_test=None):
+def refit(meta: str, candidates, runset: RunSet, params=None, n_jobs=None, X_test=None, X=None):
     """The pick refitted on every OOF row and its test probabilities; for ``blend``, its weights
     chosen on every row and each weighted candidate refitted. Refits already made in the CV pool
     (``CVResult.refit``) are reused; the rest run in parallel, the costliest first. A run
@@ -355,7 +359,8 @@ def refit(meta: str, candidates, runset: RunSet, params=None, n_jobs=None, X_tes
     from stackkit.meta.defaults import RELATIVE_COST
     from stackkit.meta.registry import make_learner
 
-    X, y = stacking.features(runset), runset.folds.labels
+    X = stacking.features(runset) if X is None else X
+    y = runset.folds.labels
     Xt = stacking.test_features(runset) if X_test is None else X_test
     c = runset.folds.n_classes
     by_name = {r.meta: r for r in candidates}

@@ -523,6 +523,7 @@ class Store:
             infos[name] = info
             if keys is None:
                 keys = _RowKeys.of(self.run_dir(name), pos, t["fold"].to_numpy(np.int64), tpos)
+        pa.default_memory_pool().release_unused()  # the tables read are gone: give back their pages
         return RunSet(names, folds, oof, test_ids, test, hashes, infos)
 
     def _read_run_fast(self, name, folds, keys: _RowKeys, oof: np.ndarray, test: np.ndarray):

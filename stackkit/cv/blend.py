@@ -40,7 +40,9 @@ BLEND = "blend"
 
 def _stack(probas: Sequence[np.ndarray]) -> np.ndarray:
     """Candidates' probabilities as CaruanaSelection's input: (n, K*C) log-probabilities."""
-    return np.hstack([np.log(np.clip(p, metrics.EPS, None)) for p in probas])
+    return np.hstack(
+        [np.log(np.clip(np.asarray(p, np.float64), metrics.EPS, None)) for p in probas]
+    )
 
 
 def members(candidates: Sequence) -> list:

@@ -11,35 +11,46 @@ predictions the scoring rows never trained. Scores are computed once on the whol
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 import warnings
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
 from stackkit import metrics
 from stackkit.contract.store import RunSet
+from stackkit.cv import shared
 from stackkit.cv.engine import parallel_backend
 from stackkit.cv.result import CVResult
 
 log = logging.getLogger(__name__)
 
 
-def features(runset: RunSet) -> np.ndarray:
-    """OOF logits as the meta learners' input: (n_train, R*C), run-major."""
+def features(runset: RunSet, folder: Path | None = None) -> np.ndarray:
+    """OOF logits as the meta learners' input: (n_train, R*C) float32, run-major. With
+    ``folder``, written there and returned as a read-only memmap (:mod:`stackkit.cv.shared`)."""
     r, n, c = runset.oof.shape
-    return np.ascontiguousarray(runset.oof.transpose(1, 0, 2).reshape(n, r * c))
+    out = shared.allocate((n, r * c), folder, "X")
+    for i in range(r):
+        out[:, i * c : (i + 1) * c] = runset.oof[i]
+    return shared.finish(out)
 
 
-def test_features(runset: RunSet) -> np.ndarray:
-    """Test input: per run, the log of the fold models' mean softmax probability, (n_test, R*C)."""
+def test_features(runset: RunSet, folder: Path | None = None) -> np.ndarray:
+    """Test input: per run, the log of the fold models' mean softmax probability, (n_test, R*C)
+    float32, run-major; computed a run at a time (float64 temporaries of one run's test logits).
+    ``folder``: as for :func:`features`."""
     r, _, m, c = runset.test.shape
-    mean_p = metrics.softmax(runset.test, axis=-1).mean(axis=1)  # (R, m, C)
-    logp = np.log(np.clip(mean_p, metrics.EPS, None)).astype(np.float32)
-    return np.ascontiguousarray(logp.transpose(1, 0, 2).reshape(m, r * c))
+    out = shared.allocate((m, r * c), folder, "X_test")
+    for i in range(r):
+        mean_p = metrics.softmax(runset.test[i], axis=-1).mean(axis=0)  # (m, C)
+        out[:, i * c : (i + 1) * c] = np.log(np.clip(mean_p, metrics.EPS, None))
+    return shared.finish(out)
 
 
 def splits(fold_ids: np.ndarray) -> list[tuple[np.ndarray, np.ndarray]]:
@@ -61,11 +72,18 @@ def _fit_predict(est, X, y, train, test, tag=None, X_test=None):
     t0 = time.perf_counter()
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        est = clone(est).fit(X[train], y[train])
+        est = clone(est).fit(_rows(X, train), y[train])
         proba = est.predict_proba(X[test] if test is not None else X_test)
     said = sorted({_first_line(w) for w in caught if not _for_developers(w.category)})
     seconds = time.perf_counter() - t0
     return tag, test, proba, seconds, (est if test is None else None), said
+
+
+def _rows(X: np.ndarray, rows: np.ndarray) -> np.ndarray:
+    """``X[rows]``; X itself when ``rows`` is every row in order (a refit: no copy of X)."""
+    if len(rows) == len(X) and np.array_equal(rows, np.arange(len(X))):
+        return X
+    return X[rows]
 
 
 def _first_line(w: warnings.WarningMessage) -> str:
@@ -130,8 +148,12 @@ def run_tasks(
     last fold (with 5 folds on 2 cores a per-learner pool leaves one core idle a sixth of the
     time). Results do not depend on the order or the number of processes. ``progress(tag)`` is
     called as each fit finishes.
+
+    Local worker processes get ``X`` and ``X_test`` memory-mapped (:mod:`stackkit.cv.shared`:
+    written to a file once here unless they are already a file's memmap), never a copy per
+    worker or per fold: each fit indexes its rows in the shared pages.
     """
-    from joblib import Parallel, delayed
+    from joblib import Parallel, delayed, effective_n_jobs
 
     from stackkit.meta.defaults import RELATIVE_COST
 
@@ -140,7 +162,10 @@ def run_tasks(
     if engine != "local" and n_jobs == 1:
         n_jobs = -1
     out, said = {}, Counter()
-    with parallel_backend(engine):
+    with parallel_backend(engine), contextlib.ExitStack() as stack:
+        if engine == "local" and effective_n_jobs(n_jobs) > 1 and len(tasks) > 1:
+            folder = stack.enter_context(shared.scratch())
+            X, X_test = shared.share(X, folder, "X"), shared.share(X_test, folder, "X_test")
         # Ray's joblib backend returns only whole lists (progress then comes at the end)
         ret = "generator_unordered" if engine == "local" else "list"
         parts = Parallel(n_jobs=n_jobs, return_as=ret)(

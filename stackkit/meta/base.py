@@ -19,15 +19,21 @@ from stackkit.meta.features import RunFeatures
 
 log = logging.getLogger(__name__)
 
+# what the learners take as X without a copy: the stored logits are float32 (scikit-learn casts
+# anything else to the first, float64)
+INPUT_DTYPES = (np.float64, np.float32)
+
 
 def fit_input(est, X, y) -> tuple[np.ndarray, np.ndarray, int]:
     """Check ``X`` and ``y`` the scikit-learn way and set ``n_features_in_``, ``classes_``,
-    ``n_classes_`` and ``n_runs_`` on ``est``; return X (float64), y as class indices, C.
+    ``n_classes_`` and ``n_runs_`` on ``est``; return X (float32 logits stay float32, as
+    stored: the features are computed in float64 from them, a chunk of rows at a time; anything
+    else becomes float64), y as class indices, C.
 
     ``n_classes=None``: any labels, ``classes_`` the sorted distinct ones (as LabelEncoder).
     ``n_classes=C`` (what the meta-level CV passes, so that a fold lacking a class still yields C
     columns): labels are the class indices 0..C-1 and ``classes_`` is ``arange(C)``."""
-    X, y = validate_data(est, X, y, dtype=np.float64)
+    X, y = validate_data(est, X, y, dtype=INPUT_DTYPES)
     check_classification_targets(y)
     if est.n_classes is None:
         classes, y = np.unique(y, return_inverse=True)
@@ -66,7 +72,12 @@ def check_runs(X: np.ndarray, c: int) -> None:
 
 
 class _MetaLearner(ClassifierMixin, BaseEstimator):
-    """Shared fit/predict: validate, build features, fit the model on the classes present."""
+    """Shared fit/predict: validate, build features, fit the model on the classes present.
+
+    ``_feature_dtype``: the dtype the features are handed to the model in; float64 unless the
+    model casts them to float32 itself (then the same numbers in half the memory)."""
+
+    _feature_dtype = np.float64
 
     def _fit_model(self, Z: np.ndarray, y: np.ndarray, n_present: int):
         raise NotImplementedError
@@ -90,7 +101,7 @@ class _MetaLearner(ClassifierMixin, BaseEstimator):
         self.features_ = RunFeatures(
             c, self.features, self.temperature, self.combine, self.factors
         ).fit(X, y)
-        Z = self.features_.transform(X)
+        Z = self.features_.transform(X, dtype=self._feature_dtype)
         if len(self.present_) > 1:
             with self._threads():
                 self._fit_model(Z, np.searchsorted(self.present_, y), len(self.present_))
@@ -103,13 +114,14 @@ class _MetaLearner(ClassifierMixin, BaseEstimator):
 
     def predict_proba(self, X) -> np.ndarray:
         check_is_fitted(self)
-        X = validate_data(self, X, dtype=np.float64, reset=False)
+        X = validate_data(self, X, dtype=INPUT_DTYPES, reset=False)
         out = np.zeros((len(X), self.n_classes_))
         if self.model_ is None:
             out[:, self.present_] = 1.0
             return out
         with self._threads():
-            p = np.clip(self._model_proba(self.features_.transform(X)), 0.0, None)
+            Z = self.features_.transform(X, dtype=self._feature_dtype)
+            p = np.clip(self._model_proba(Z), 0.0, None)
         out[:, self.present_] = p
         return out / out.sum(axis=1, keepdims=True)
 

@@ -25,8 +25,8 @@ from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted, validate_data
 
-from stackkit.meta.base import fit_input
-from stackkit.meta.features import N_CLASSES_CONSTRAINT
+from stackkit.meta.base import INPUT_DTYPES, fit_input
+from stackkit.meta.features import N_CLASSES_CONSTRAINT, by_rows
 from stackkit.metrics import EPS, macro_f1_from_counts, softmax
 
 log = logging.getLogger(__name__)
@@ -42,7 +42,11 @@ def run_probabilities(X: np.ndarray, n_classes: int) -> np.ndarray:
             f"X has shape {X.shape}: {X.shape[1]} columns are not a multiple of "
             f"n_classes={n_classes}"
         )
-    return softmax(X.reshape(len(X), -1, n_classes))
+
+    def rows(x):
+        return softmax(x.reshape(len(x), -1, n_classes)).reshape(len(x), -1)
+
+    return by_rows(rows, X, X.shape[1]).reshape(len(X), -1, n_classes)
 
 
 def count_predictions(pred: np.ndarray, y: np.ndarray, n_classes: int):
@@ -169,7 +173,7 @@ class CaruanaSelection(ClassifierMixin, BaseEstimator):
 
     def predict_proba(self, X) -> np.ndarray:
         check_is_fitted(self, "weights_")
-        X = validate_data(self, X, dtype=np.float64, reset=False)
+        X = validate_data(self, X, dtype=INPUT_DTYPES, reset=False)
         used = np.flatnonzero(self.weights_)
         c = len(self.classes_)
         runs = X.reshape(len(X), -1, c)[:, used]

@@ -51,6 +51,9 @@ FACTORS = {"mask": (3, 2, 3)}
 FACTOR_OPTIONS = ("none", "auto", *FACTORS)
 LOGPROB_FLOOR = np.log(1e-6)  # a run's "impossible" is as informative as "one in a million"
 LOG_T_BOUNDS = (-4.0, 4.0)  # temperatures in [e^-4, e^4]: far wider than any real run needs
+# Features are computed this many rows at a time (float64 temporaries of a few MB: on 50 runs of
+# 18 classes a chunk is 4096 x 900 numbers) and written into one array of the learner's dtype.
+CHUNK_ROWS = 4096
 
 # scikit-learn parameter constraints shared by every learner that builds run features
 N_CLASSES_CONSTRAINT = [Interval(Integral, 1, None, closed="left"), None]
@@ -74,8 +77,11 @@ def infer_n_classes(y: np.ndarray, n_classes: int | None) -> int:
 
 
 def split_runs(X: np.ndarray, n_classes: int) -> np.ndarray:
-    """``(n, R*C)`` -> ``(n, R, C)``; a width that is not a multiple of C is a ValueError."""
-    X = np.asarray(X, dtype=np.float64)
+    """``(n, R*C)`` -> ``(n, R, C)``, a view (float32 stays float32: the stored logits' dtype;
+    anything else becomes float64); a width that is not a multiple of C is a ValueError."""
+    X = np.asarray(X)
+    if X.dtype != np.float32:
+        X = np.asarray(X, dtype=np.float64)
     if X.ndim != 2:
         raise ValueError(f"X must be 2-D (n_samples, n_runs * n_classes), got shape {X.shape}")
     if n_classes < 1 or X.shape[1] == 0 or X.shape[1] % n_classes:
@@ -84,6 +90,17 @@ def split_runs(X: np.ndarray, n_classes: int) -> np.ndarray:
             f"of n_classes={n_classes} logits each"
         )
     return X.reshape(len(X), X.shape[1] // n_classes, n_classes)
+
+
+def by_rows(fn, X: np.ndarray, width: int, dtype=np.float64, rows: int | None = None):
+    """``fn`` applied to ``rows`` rows of ``X`` at a time, into one ``(len(X), width)`` array of
+    ``dtype``: for row-wise computations, the float64 temporaries stay the size of a chunk
+    (the same numbers as ``fn(X)``: each row is computed alone either way)."""
+    out = np.empty((len(X), width), dtype=dtype)
+    rows = rows or CHUNK_ROWS
+    for i in range(0, len(X), rows):
+        out[i : i + rows] = fn(X[i : i + rows])
+    return out
 
 
 def fit_temperature(logits: np.ndarray, y: np.ndarray) -> float:
@@ -214,13 +231,20 @@ class RunFeatures(TransformerMixin, BaseEstimator):
             self.temperatures_ = np.ones(self.n_runs_)
         return self
 
-    def transform(self, X) -> np.ndarray:
+    def transform(self, X, dtype=np.float64) -> np.ndarray:
+        """The features of ``X``, as ``dtype`` (computed in float64 a chunk of rows at a time,
+        :func:`by_rows`; float32 for learners that cast to it anyway: the trees)."""
         z = split_runs(X, self.n_classes_)
         if z.shape[1] != self.n_runs_:
             raise ValueError(
                 f"X has shape {np.shape(X)}: {z.shape[1]} runs, but the features were fitted "
                 f"on {self.n_runs_} runs of {self.n_classes_} classes"
             )
+        r, c, k = self.n_runs_, self.n_classes_, self.n_marginals_
+        width = {"concat": r * (c + k), "mean": c + k, "both": r * (c + k) + c + k}[self.combine]
+        return by_rows(self._transform, z, width, dtype)
+
+    def _transform(self, z: np.ndarray) -> np.ndarray:
         f = run_features(z, self.kind, self.temperatures_ if self.temperature else None)
         blocks = [f]
         if self.n_marginals_:

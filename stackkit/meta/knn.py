@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from typing import ClassVar
 
+import numpy as np
 from sklearn.neighbors import KNeighborsClassifier
 
 from stackkit.meta.base import _MetaLearner
@@ -29,6 +30,10 @@ class KNNLearner(_MetaLearner):
         "weights": _KNN["weights"],
         "n_jobs": N_JOBS_CONSTRAINT,
     }
+    # float32 features: half the memory (the fitted model keeps every training row); measured on
+    # make_case(2700, 12600, 10 runs), fold 0: probabilities within 1e-8 of float64's (lr moved
+    # 1e-4 and svm 1e-6 on float32: they stay float64)
+    _feature_dtype = np.float32
 
     def __init__(
         self,

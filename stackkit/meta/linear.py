@@ -13,10 +13,26 @@ from sklearn.utils._param_validation import Interval
 
 from stackkit.meta.base import _balanced, _MetaLearner, _r
 from stackkit.meta.defaults import LR, N_JOBS, SEED, SVM
-from stackkit.meta.features import FEATURE_CONSTRAINTS, N_JOBS_CONSTRAINT, fit_temperature
+from stackkit.meta.features import (
+    CHUNK_ROWS,
+    FEATURE_CONSTRAINTS,
+    N_JOBS_CONSTRAINT,
+    fit_temperature,
+)
 from stackkit.metrics import log_softmax
 
 log = logging.getLogger(__name__)
+
+
+def fit_scaler(Z: np.ndarray):
+    """A StandardScaler fitted a chunk of rows at a time (``partial_fit``): its temporaries stay
+    the size of a chunk, not of ``Z`` (the same means and variances, up to rounding)."""
+    from sklearn.preprocessing import StandardScaler
+
+    scaler = StandardScaler()
+    for i in range(0, len(Z), CHUNK_ROWS):
+        scaler.partial_fit(Z[i : i + CHUNK_ROWS])
+    return scaler
 
 
 class LRLearner(_MetaLearner):
@@ -58,16 +74,15 @@ class LRLearner(_MetaLearner):
         self.n_jobs = n_jobs
 
     def _fit_model(self, Z, y, n_present):
-        from sklearn.preprocessing import StandardScaler
-
-        self.scaler_ = StandardScaler().fit(Z) if self.standardize else None
+        self.scaler_ = fit_scaler(Z) if self.standardize else None
         lr = LogisticRegression(
             C=self.C, class_weight=self.class_weight, max_iter=self.max_iter, tol=self.tol
         )
         self.model_ = lr.fit(self._scale(Z), y)
 
     def _scale(self, Z):
-        return Z if self.scaler_ is None else self.scaler_.transform(Z)
+        """Standardised in place: ``Z`` is always the features just built for this call."""
+        return Z if self.scaler_ is None else self.scaler_.transform(Z, copy=False)
 
     def _model_proba(self, Z):
         return self.model_.predict_proba(self._scale(Z))
@@ -156,10 +171,9 @@ class SVMLearner(_MetaLearner):
 
     def _fit_model(self, Z, y, n_present):
         from sklearn.kernel_approximation import Nystroem
-        from sklearn.preprocessing import StandardScaler
 
-        self.scaler_ = StandardScaler().fit(Z)
-        Zs = self.scaler_.transform(Z)
+        self.scaler_ = fit_scaler(Z)
+        Zs = self.scaler_.transform(Z, copy=False)  # Z: the features just built for this fit
         gamma = 1.0 / Zs.shape[1] if self.gamma is None else self.gamma  # SVC's "scale"
         k = min(self.n_components, len(Z))
         self.map_ = (
@@ -172,7 +186,7 @@ class SVMLearner(_MetaLearner):
             F, y, n_present, self.C, _balanced(y, self.class_weight), self.max_iter, self.tol
         )
         self.model_ = True  # fitted: coef_ and intercept_
-        self.margin_temperature_ = fit_temperature(self._margins(Z), y)
+        self.margin_temperature_ = fit_temperature(F @ self.coef_ + self.intercept_, y)
 
     def _kernel_features(self, Zs):
         """Linear plus (approximate) RBF kernel: the standardised features and their Nystroem
@@ -180,7 +194,8 @@ class SVMLearner(_MetaLearner):
         return Zs if self.map_ is None else np.hstack([Zs, self.map_.transform(Zs)])
 
     def _margins(self, Z):
-        return self._kernel_features(self.scaler_.transform(Z)) @ self.coef_ + self.intercept_
+        Zs = self.scaler_.transform(Z, copy=False)  # Z: the features just built for this call
+        return self._kernel_features(Zs) @ self.coef_ + self.intercept_
 
     def _model_proba(self, Z):
         return np.exp(log_softmax(self._margins(Z) / self.margin_temperature_, axis=1))

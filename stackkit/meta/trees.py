@@ -64,6 +64,8 @@ class RFLearner(_MetaLearner):
                      "class_weight", "random_state")},
         "n_jobs": N_JOBS_CONSTRAINT,
     }  # fmt: skip
+    # scikit-learn's trees split float32 values: the same forest from float32 features
+    _feature_dtype = np.float32
 
     def __init__(
         self,
@@ -138,6 +140,8 @@ class XGBLearner(_MetaLearner):
         "n_jobs": N_JOBS_CONSTRAINT,
         "random_state": [Interval(Integral, 0, None, closed="left"), None],
     }
+    # xgboost bins float32 values: the same trees from float32 features, in half the memory
+    _feature_dtype = np.float32
 
     def __init__(
         self,

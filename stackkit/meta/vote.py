@@ -9,8 +9,8 @@ import numpy as np
 from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.utils.validation import check_is_fitted, validate_data
 
-from stackkit.meta.base import _r, fit_input
-from stackkit.meta.features import N_CLASSES_CONSTRAINT, split_runs
+from stackkit.meta.base import INPUT_DTYPES, _r, fit_input
+from stackkit.meta.features import N_CLASSES_CONSTRAINT, by_rows, split_runs
 from stackkit.metrics import softmax
 
 log = logging.getLogger(__name__)
@@ -33,8 +33,9 @@ class VoteLearner(ClassifierMixin, BaseEstimator):
 
     def predict_proba(self, X) -> np.ndarray:
         check_is_fitted(self)
-        X = validate_data(self, X, dtype=np.float64, reset=False)
-        return softmax(split_runs(X, self.n_classes_), axis=2).mean(axis=1)
+        X = validate_data(self, X, dtype=INPUT_DTYPES, reset=False)
+        c = self.n_classes_
+        return by_rows(lambda x: softmax(split_runs(x, c), axis=2).mean(axis=1), X, c)
 
     def predict(self, X) -> np.ndarray:
         proba = self.predict_proba(X)  # checks it is fitted first

@@ -304,7 +304,8 @@ def cache_clean_command(
     artifacts: ArtifactsOpt = None,
     verbose: VerboseOpt = False,
 ) -> None:
-    """Remove image caches (all, or --key ones) that no run is reading; those read are kept."""
+    """Remove image caches (all, or --key ones) that no run is reading; those read are kept.
+    Without --key, also what killed builds left behind."""
     _logging(verbose)
     from base_models.image_cache import cache_root, remove_caches
     from stackkit.contract.store import Store

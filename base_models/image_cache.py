@@ -14,7 +14,9 @@ place when whole, after checking the disk has room (:func:`base_models.images.ch
 
 Lifetime: a cache stays until removed with ``python -m base_models cache clean`` (it is what the
 next run at that size reads), never by a run. A run holds ``readers.lock`` (shared) while it reads;
-``clean`` skips a cache some run holds, so no run loses its pixels mid-training.
+``clean`` skips a cache some run holds, so no run loses its pixels mid-training. A build killed
+midway leaves only its hidden temporary folder: the next build of that key removes it, and so
+does ``clean`` (unless a build holds that key's lock).
 
     >>> with open_cache(paths, cache_root("artifacts"), (585, 438), "bicubic", False, 2) as c:
     ...     pixels = c.array()
@@ -27,6 +29,7 @@ import hashlib
 import json
 import logging
 import os
+import re
 import secrets
 import shutil
 import time
@@ -53,6 +56,7 @@ log = logging.getLogger(__name__)
 FORMAT = 1  # bump when the files of a cache change
 PIXELS, META, READERS = "images.npy", "cache.json", "readers.lock"
 WAIT_S = 5.0  # a run polls this often while another builds the cache it needs
+LEFTOVER = re.compile(r"\.([0-9a-f]{16})\.[0-9a-f]{12}\.(tmp|old)")  # store.atomic_dir's names
 
 
 @dataclass
@@ -229,4 +233,27 @@ def remove_caches(root: str | os.PathLike, keys: list[str] | None = None) -> dic
             shutil.rmtree(old, ignore_errors=True)
             removed.append(key)
             freed += have[key]["bytes"]
+    if keys is None:
+        freed += _remove_leftovers(root)
     return {"removed": removed, "in_use": kept, "bytes_freed": freed}
+
+
+def _remove_leftovers(root: Path) -> int:
+    """Remove the temporary folders killed builds left (``.<key>.<hex>.tmp`` or ``.old``) of
+    every key no process is building now; return the bytes freed."""
+    found: dict[str, list[Path]] = {}
+    for p in root.glob(".*") if root.is_dir() else []:
+        m = LEFTOVER.fullmatch(p.name)
+        if m:
+            found.setdefault(m.group(1), []).append(p)
+    freed = 0
+    for key, paths in sorted(found.items()):
+        try:
+            with hold(lock_path(root / key), f"image cache {key}"):  # refused: a build is on
+                size = sum(f.stat().st_size for p in paths for f in [p, *p.rglob("*")]
+                           if f.is_file())  # fmt: skip
+                remove_stale(root / key)
+                freed += size
+        except StackkitError:
+            continue
+    return freed

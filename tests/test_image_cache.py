@@ -144,6 +144,20 @@ def test_a_killed_build_leaves_no_half_cache_and_the_next_run_cleans_up(data, ar
     assert sorted(p.name for p in root.iterdir()) == [key]  # temporaries and lock gone
 
 
+def test_clean_removes_what_a_killed_build_left_and_never_a_build_under_way(data, art):
+    root = _root(art)
+    proc = _child(art, data, seconds_per_image=5)
+    try:
+        [tmp] = [p for p in root.iterdir() if p.name.endswith(".tmp")]
+        assert image_cache.remove_caches(root)["bytes_freed"] == 0 and tmp.exists()  # building
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    res = CliRunner().invoke(cache_app, ["clean", "--artifacts", str(art)])
+    assert res.exit_code == 0 and "removed 0 cache(s)" in res.output, res.output
+    assert not tmp.exists() and not [p for p in root.iterdir() if p.name.endswith(".tmp")]
+
+
 def test_a_second_runner_waits_for_the_build_then_reuses_it(
     data, art, decodes, monkeypatch, caplog
 ):

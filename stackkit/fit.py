@@ -175,13 +175,9 @@ def cross_validate(
     ``blend`` comes last, from the others' results (cached too). With ``X_test``, the
     learners computed here are refitted on all rows in the same pool (``CVResult.refit``).
     ``X``: the runset's features when already built (``stacking.features``)."""
-    from tqdm.auto import tqdm
-
     blend, with_runs = BLEND in metas, RUNS in metas
     metas = [m for m in metas if m not in (BLEND, RUNS)]
 
-    X = stacking.features(runset) if X is None else X
-    n_jobs = resolve_n_jobs(n_jobs, X)
     y, f, c = runset.folds.labels, runset.folds.fold_ids, runset.folds.n_classes
     cache = CVCache(use_cache)
     inputs = inputs_key(runset)
@@ -189,6 +185,10 @@ def cross_validate(
     found = {m: cache.get(keys[m], len(y), c) for m in metas}
     todo = [m for m in metas if found[m] is None]
     if todo:
+        from tqdm.auto import tqdm
+
+        X = stacking.features(runset) if X is None else X  # built only when some is not cached
+        n_jobs = resolve_n_jobs(n_jobs, X)
         n_fits = len(todo) * (len(np.unique(f)) + (X_test is not None))
         with tqdm(total=n_fits, desc="meta CV", unit="fit", disable=None, leave=False) as bar:
             res = stacking.cross_val_many(todo, X, y, f, c, params, n_jobs, engine,

@@ -21,6 +21,7 @@ from stackkit.contract.errors import StackkitError
 from stackkit.contract.inventory import choose_runs
 from stackkit.contract.store import RunSet, Store
 from stackkit.cv.blend import BLEND
+from stackkit.cv.cache import CACHE_FORMAT, CVCache, inputs_key
 from stackkit.cv.estimate import Estimate, estimate
 from stackkit.cv.result import CVResult
 from stackkit.cv.runs import is_run
@@ -102,11 +103,24 @@ class Leaderboard(AsTable):
         return f"{super()._repr_html_()}\n<p>runs (own OOF predictions)</p>\n{runs}"
 
 
-def run_scores(runset: RunSet) -> list[dict]:
+def run_scores(runset: RunSet, use_cache: bool = False) -> list[dict]:
+    """Each run's own OOF scores; with ``use_cache``, read from (and written to) the cache by the
+    run's content and the folds' rows, so a warm leaderboard does not redo 50 softmaxes."""
     y, f = runset.folds.labels, runset.folds.fold_ids
+    cache = CVCache(use_cache)
+    rows_key = inputs_key(runset) if use_cache else {}
     rows = []
     for i, name in enumerate(runset.names):
-        s = metrics.scores(y, metrics.softmax(runset.oof[i]), f)
+        key = {"format": CACHE_FORMAT, "kind": "run scores", "folds_hash": rows_key.get("folds_hash"),
+               "rows": rows_key.get("rows"), "run": runset.hashes.get(name),
+               "stackkit": rows_key.get("stackkit")}  # fmt: skip
+        s = cache.get_value(key) if key["run"] else None  # a run without a hash: never cached
+        if not (
+            isinstance(s, dict) and {"macro_f1", "macro_f1_std", "accuracy", "log_loss"} <= s.keys()
+        ):
+            s = metrics.scores(y, metrics.softmax(runset.oof[i]), f)
+            if key["run"]:
+                cache.put_value(key, s)
         rows.append(
             {
                 "run": name,
@@ -139,7 +153,7 @@ def leaderboard(
     check_params(params, metas, smallest_training_split(folds))  # before any work
     params = resolve_factors(params, metas, folds.meta.get("data"))
     runset = store.load_runs(choose_runs(store, folds, runs, exclude), folds)
-    rows = run_scores(runset)
+    rows = run_scores(runset, use_cache)
     candidates = cross_validate(runset, metas, params, n_jobs, use_cache)
     best = choose(candidates)
     y, f, c = runset.folds.labels, runset.folds.fold_ids, runset.folds.n_classes

@@ -138,3 +138,28 @@ def test_writes_leave_no_temporary_files(store):
     cross_validate(rs, ["vote", "lr", "blend"], None)
     names = [p.name for p in (cache_dir() / "cv").iterdir()]
     assert len(names) == 6 and not [n for n in names if n.startswith(".")]
+
+
+def test_run_scores_are_cached_by_the_runs_content(store, monkeypatch):
+    """A warm leaderboard reads each run's own scores from the cache (no softmax over its OOF
+    logits); a run whose file changes is scored again; the values equal the computed ones."""
+    import pandas as pd
+
+    from stackkit import leaderboard as lb
+
+    folds = store.read_folds()
+    runset = store.load_runs(None, folds)
+    cold = lb.run_scores(runset, use_cache=True)
+    assert cold == lb.run_scores(runset, use_cache=False)
+    scored = []
+    real = lb.metrics.scores
+    monkeypatch.setattr(lb.metrics, "scores", lambda *a, **k: scored.append(1) or real(*a, **k))
+    assert lb.run_scores(runset, use_cache=True) == cold and scored == []
+    path = store.run_dir(runset.names[0]) / "oof.parquet"
+    df = pd.read_parquet(path)
+    df["logit_0"] += 3.0
+    df.to_parquet(path, index=False)
+    changed = store.load_runs(None, folds)
+    rows = lb.run_scores(changed, use_cache=True)
+    assert len(scored) == 1  # only the changed run
+    assert rows[0] == lb.run_scores(changed, use_cache=False)[0] != cold[0]

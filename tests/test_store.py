@@ -128,3 +128,42 @@ def test_load_runs_fast_path_equals_full_validation(store):
     with pytest.raises(StackkitError) as one:
         store.load_runs([names[-1]], folds)
     assert str(many.value) == str(one.value) and "logit_2 is inf" in str(one.value)
+
+
+def test_fast_path_puts_rows_in_place_when_files_are_in_another_order(store, monkeypatch):
+    """Every run's files in an order other than folds.parquet's (and test rows not fold-major):
+    the fast path maps each file row to its place, as the full validation does run by run."""
+    import pandas as pd
+
+    folds = store.read_folds()
+    names = store.run_names()
+    order = {}
+    for f in ("oof.parquet", "test.parquet"):  # the first run shuffled, the others likewise
+        first = pd.read_parquet(store.run_dir(names[0]) / f)
+        order[f] = first.iloc[np.random.default_rng(0).permutation(len(first))][
+            ["sample_id", "fold"]
+        ]
+    for name in names:
+        for f in ("oof.parquet", "test.parquet"):
+            df = pd.read_parquet(store.run_dir(name) / f)
+            order[f].merge(df, on=["sample_id", "fold"]).to_parquet(
+                store.run_dir(name) / f, index=False
+            )
+    calls = []
+    fast = Store._read_run_fast
+
+    def spy(self, name, fo, keys, oof, test):
+        calls.append((keys.oof_rows, keys.test_rows(test.shape[1])))
+        got = fast(self, name, fo, keys, oof, test)
+        calls[-1] += (got,)
+        return got
+
+    monkeypatch.setattr(Store, "_read_run_fast", spy)
+    many = store.load_runs(names, folds)
+    assert len(calls) == len(names) - 1 and all(c[-1] is not None for c in calls)
+    assert calls[0][0] is not None and calls[0][1] is not None  # rows were mapped, not copied
+    monkeypatch.undo()
+    for i, name in enumerate(names):
+        alone = store.load_runs([name], folds)
+        np.testing.assert_array_equal(many.oof[i], alone.oof[0])
+        np.testing.assert_array_equal(many.test[i], alone.test[0])

@@ -148,6 +148,34 @@ class CVCache:
         except OSError as exc:
             log.warning("could not write cache entry %s (%s): continuing without", js.name, exc)
 
+    def get_value(self, key: dict):
+        """A small JSON value cached under ``key`` (``put_value``), or None."""
+        if not self.enabled:
+            return None
+        js = self.root / f"{digest(key)}.value.json"
+        try:
+            entry = json.loads(js.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            return None
+        except (OSError, ValueError) as exc:
+            log.warning("ignoring cache entry %s (%s): it will be recomputed", js.name, exc)
+            return None
+        if not isinstance(entry, dict) or entry.get("key") != key:
+            return None
+        return entry.get("value")
+
+    def put_value(self, key: dict, value) -> None:
+        """Cache a small JSON value (a run's own scores, say) under ``key``; a failure only warns."""
+        if not self.enabled:
+            return
+        js = self.root / f"{digest(key)}.value.json"
+        try:
+            with atomic_path(js) as tmp:
+                tmp.write_text(json.dumps(_plain({"key": key, "value": value}), sort_keys=True),
+                               encoding="utf-8")  # fmt: skip
+        except OSError as exc:
+            log.warning("could not write cache entry %s (%s): continuing without", js.name, exc)
+
     def get_or_compute(self, key: dict, n_rows: int, n_classes: int, compute) -> CVResult:
         """The cached result, or ``compute()`` cached (without its refit) and returned."""
         found = self.get(key, n_rows, n_classes)

@@ -499,6 +499,10 @@ def _images(job: Job):
     (their headers read now). Marks the unreadable images unusable."""
     paths, size, interp = _cache_args(job)
     if decode_mode(job) == "device":
+        log.info(
+            "run %s: images decoded on %s batch by batch, no cache (decode: %s)",
+            job.run, job.device, job.cfg["decode"],
+        )  # fmt: skip
         bad = scan(paths, cpu_count())
         check_bad(bad, paths, job.skip_bad)
         job.table.usable[bad] = False

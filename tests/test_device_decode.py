@@ -196,3 +196,34 @@ def test_auto_is_the_cache_on_the_cpu_and_on_cuda_the_device_when_the_cache_does
         runner._images(job),
     ):
         pass
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_nvjpeg_on_cuda_matches_the_cache_pixels(tmp_path):
+    """nvJPEG's IDCT and the CUDA resize against PIL. The bound (4 levels, mean 0.5) is a guess
+    until a GPU has run it: the assertion message carries what was measured."""
+    paths = [_photo(tmp_path / f"{i}.jpg", seed=i) for i in range(4)]
+    size = (292, 219)
+    ds = RawImages(paths, np.arange(4), np.zeros(4), np.ones(4, bool), size, "bicubic")
+    raw, _ = collate([ds[i] for i in range(4)])
+    got = DeviceDecoder(paths, size, "bicubic", "cuda")(raw)
+    assert got.device.type == "cuda" and got.dtype == torch.uint8
+    got = got.permute(0, 2, 3, 1).cpu().numpy().astype(int)
+    diff = np.abs(got - np.stack([decode(p, size, "bicubic") for p in paths]).astype(int))
+    assert diff.max() <= 4 and diff.mean() <= 0.5, (diff.max(), diff.mean())
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_a_cuda_run_decoded_on_the_device(tmp_path, data):
+    art = tmp_path / "art"
+    folds_for_data(data, artifacts=art, n_folds=2, seed=0)
+    cfg = tmp_path / "device.yaml"
+    cfg.write_text("decode: device\n")
+    result = train(
+        data=data, artifacts=art, config=cfg, **(FAST | {"device": "cuda", "workers": 2})
+    )
+    info = json.loads((result.run_dir / schema.RUN_FILE).read_text())
+    assert result.complete and info["decode"]["mode"] == "device" and info["device"] == "cuda"
+    assert not image_cache.cache_root(art).exists()

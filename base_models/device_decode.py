@@ -12,6 +12,7 @@ centre crop: :func:`base_models.images.decode`), then applies the model's transf
 
 Out comes the same uint8 NCHW batch the cache path's loaders give, already on the device, for
 :class:`base_models.data.Normalizer`. The same code runs with ``device="cpu"`` (tested in CI).
+``stackkit predict`` decodes a device-decoded run's images with it too (:func:`decode_files`).
 A file that is not a JPEG (PNG, …) is decoded with PIL in the loader worker, by the cache's own
 :func:`base_models.images.decode`. Unreadable files are found before training by reading every
 header (:func:`scan`); a JPEG whose data turns out broken mid-training stops the run naming the
@@ -95,6 +96,30 @@ class RawImages(torch.utils.data.Dataset):
         return data, pos, int(self.labels[i])
 
 
+def reason(exc: BaseException) -> str:
+    """An exception's first line (its type when it has no message)."""
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+def decode_files(paths, size, interpolation: str, device, on_bad) -> torch.Tensor:
+    """Every file of ``paths`` as the runner's loaders decode them for ``decode: device`` (each
+    read by :class:`RawImages`, the JPEGs decoded on ``device`` in one call): uint8 (N, 3, H, W)
+    at ``size`` on ``device``. A file that cannot be decoded is zeros after ``on_bad(position,
+    reason)`` (which may raise)."""
+    n = len(paths)
+    ds = RawImages(paths, np.arange(n), np.zeros(n), np.ones(n, bool), size, interpolation)
+    items = []
+    for i in range(n):
+        try:
+            items.append(ds[i])
+        except DECODE_ERRORS as exc:  # not a JPEG, and PIL cannot decode it either
+            on_bad(i, reason(exc))
+            items.append((torch.zeros((3, *ds.size), dtype=torch.uint8), i, 0))
+    raw, _ = collate(items)
+    return DeviceDecoder(paths, size, interpolation, device, on_bad)(raw)
+
+
 def collate(items):
     """A list of raw items -> ((list of tensors, positions), labels)."""
     data, pos, labels = zip(*items)
@@ -102,14 +127,17 @@ def collate(items):
 
 
 class DeviceDecoder:
-    """Raw items -> uint8 (N, 3, H, W) on ``device`` at the scale size ``size``."""
+    """Raw items -> uint8 (N, 3, H, W) on ``device`` at the scale size ``size``. A JPEG neither
+    the device nor PIL can decode stops the run naming it, or with ``on_bad`` (``on_bad(position,
+    reason)``, which may raise) its pixels are zeros."""
 
-    def __init__(self, paths, size, interpolation: str, device: torch.device):
+    def __init__(self, paths, size, interpolation: str, device: torch.device, on_bad=None):
         self.paths = paths
         self.size = tuple(int(s) for s in size)
         self.interpolation = interpolation
         self.mode = MODES.get(interpolation, InterpolationMode.BICUBIC)
         self.device = torch.device(device)
+        self.on_bad = on_bad
 
     def __call__(self, raw) -> torch.Tensor:
         data, pos = raw
@@ -136,11 +164,14 @@ class DeviceDecoder:
             try:
                 pixels = decode(self.paths[pos], self.size, self.interpolation)
             except DECODE_ERRORS as exc:
-                raise StackkitError(
-                    f"{self.paths[pos]}: cannot be decoded ({str(exc).splitlines()[0]}); "
-                    "decode: cache finds every unreadable file before training (then pass "
-                    "--skip-bad-images to train without them)"
-                ) from None
+                if self.on_bad is None:
+                    raise StackkitError(
+                        f"{self.paths[pos]}: cannot be decoded ({reason(exc)}); decode: cache "
+                        "finds every unreadable file before training (then pass "
+                        "--skip-bad-images to train without them)"
+                    ) from None
+                self.on_bad(pos, reason(exc))
+                return torch.zeros((3, *self.size), dtype=torch.uint8, device=self.device)
             return torch.from_numpy(pixels.copy()).permute(2, 0, 1).to(self.device)
 
     def cover(self, img: torch.Tensor) -> torch.Tensor:

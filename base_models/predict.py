@@ -9,7 +9,10 @@ The runner calls :func:`save_fold_model` after each fold. :func:`predict_run` is
 ``stackkit.predictors`` in pyproject.toml; stackkit never imports this package): it decodes the
 images once, exactly as the runner's image cache does (cover-resize to the evaluation scale size,
 centre crop), then feeds them through each fold model with timm's evaluation transform and the
-runner's TTA (``loop.predict``).
+runner's TTA (``loop.predict``). A fold trained with ``decode: device`` (run.json's
+``decode.mode``) has its images decoded as that run's loaders did, by
+:func:`base_models.device_decode.decode_files` on the predicting device (``decode_jpeg``, torch's
+resize, timm's evaluation crop on tensors); runs from before run.json recorded ``decode``: the cache.
 
     >>> logits, bad = predict_run(Path("artifacts/runs/effnet/models"), ["a.jpg", "b.jpg"])
     >>> logits.shape   # (K folds, 2 images, C classes)
@@ -27,11 +30,14 @@ from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 
 import stackkit
+from base_models import shards
 from base_models.config import TTA_VIEWS
 from base_models.data import Normalizer, eval_transform, use_channels_last
+from base_models.device_decode import EvalOnDevice, decode_files, reason
 from base_models.images import DECODE_ERRORS, decode, scale_size
 from base_models.loop import VIEWS, predict
 from base_models.model import MASK_FACTORS, MultiTask, build
+from stackkit.contract import schema
 from stackkit.contract.errors import StackkitError
 from stackkit.contract.store import atomic_path, read_json, write_json
 from stackkit.data.factors import factor_sizes
@@ -149,6 +155,38 @@ def load_fold_model(folder: Path, fold: int, info: dict) -> torch.nn.Module:
     return net.eval()
 
 
+DECODE_MODES = ("cache", "device")
+
+
+def fold_decoding(folder: Path, n_folds: int) -> tuple[list[str], tuple[int, int] | None]:
+    """How each fold's images were decoded (``cache`` or ``device``) and at what scale size, from
+    the run's run.json ``decode`` (beside ``folder``): its ``mode``, or when folds differ (a list)
+    each fold's shard record; none recorded (a run from before the key): the cache, size None."""
+    path = folder.parent / schema.RUN_FILE
+    info = read_json(path, str(path)) if path.is_file() else {}
+    rec = info.get("decode") if isinstance(info, dict) else None
+    if not isinstance(rec, dict):
+        return ["cache"] * n_folds, None
+    mode, size = rec.get("mode", "cache"), rec.get("scale_size")
+    if isinstance(mode, list):
+        records = [shards.read_record(folder.parent, k) for k in range(n_folds)]
+        lost = [k for k, r in enumerate(records) if r is None]
+        if lost:
+            raise StackkitError(
+                f"{path}: decode.mode {mode} differs between folds and fold {lost[0]}'s shard "
+                f"record ({shards.shard_files(folder.parent, lost[0])[2]}) that says which is gone"
+            )
+        modes = [r.get("decode", "cache") for r in records]
+    else:
+        modes = [mode] * n_folds
+    unknown = sorted({str(m) for m in modes} - set(DECODE_MODES))
+    if unknown:
+        raise StackkitError(
+            f"{path}: decode mode {unknown[0]!r} is not one of {list(DECODE_MODES)}"
+        )
+    return modes, tuple(int(x) for x in size) if size else None
+
+
 class _Pixels(torch.utils.data.Dataset):
     def __init__(self, pixels: np.ndarray, transform):
         self.pixels, self.transform = pixels, transform
@@ -184,26 +222,44 @@ def predict_run(
     nets = [n.to(dev, memory_format=norm.memory_format) for n in nets]
     transform = eval_transform(dcfg)
     views = tuple(info["tta"])
-    size = tuple(info["decode_size"])
+    modes, run_size = fold_decoding(folder, k_folds)
+    size = run_size or tuple(info["decode_size"])
+    interpolation = dcfg.get("interpolation", "bicubic")
+    if "device" in modes:
+        log.info("%s: decoding JPEGs on %s as the run's decode: device folds did", folder, dev)
     out = np.zeros((k_folds, len(paths), c), dtype=np.float32)
-    bad: list[int] = []
+    bad: set[int] = set()
     batch = batch_size or DEFAULT_BATCH
+
+    def unreadable(i: int, why: str) -> None:
+        if not skip_bad_images:
+            raise StackkitError(f"{paths[i]}: cannot be decoded as an image ({why}); "
+                                "pass --skip-bad-images to leave it out")  # fmt: skip
+        bad.add(i)
+
     with tqdm(total=len(paths) * k_folds, desc=f"predict {info['model']}", unit="img",
               disable=None) as bar:  # fmt: skip
         for start in range(0, len(paths), CHUNK):
-            idx = range(start, min(start + CHUNK, len(paths)))
-            pixels = np.zeros((len(idx), *size, 3), dtype=np.uint8)
-            for j, i in enumerate(idx):
-                try:
-                    pixels[j] = decode(paths[i], size, dcfg.get("interpolation", "bicubic"))
-                except DECODE_ERRORS as exc:
-                    if not skip_bad_images:
-                        raise StackkitError(f"{paths[i]}: cannot be decoded as an image ({exc}); "
-                                            "pass --skip-bad-images to leave it out") from None  # fmt: skip
-                    bad.append(i)
-            loader = torch.utils.data.DataLoader(_Pixels(pixels, transform), batch_size=batch)
+            chunk = paths[start : start + CHUNK]
+            loaders = {}
+            if "cache" in modes:  # decoded by PIL as the image cache is, timm's PIL transform
+                pixels = np.zeros((len(chunk), *size, 3), dtype=np.uint8)
+                for j, p in enumerate(chunk):
+                    try:
+                        pixels[j] = decode(p, size, interpolation)
+                    except DECODE_ERRORS as exc:
+                        unreadable(start + j, reason(exc))
+                loaders["cache"] = torch.utils.data.DataLoader(_Pixels(pixels, transform),
+                                                               batch_size=batch)  # fmt: skip
+            if "device" in modes:  # the run's device decoding, its evaluation crop on tensors
+                x = decode_files(chunk, size, interpolation, dev,
+                                 lambda j, why, at=start: unreadable(at + j, why))  # fmt: skip
+                x = EvalOnDevice(dcfg)(x)
+                loaders["device"] = [(x[b : b + batch], None) for b in range(0, len(x), batch)]
             for k, net in enumerate(nets):
-                out[k, start : start + len(idx)] = predict(net, loader, norm, views, desc="")
-                bar.update(len(idx))
-    out[:, bad] = 0.0  # as the runner's test logits: a uniform distribution, not a guess
-    return out, np.asarray(bad, dtype=np.int64)
+                out[k, start : start + len(chunk)] = predict(net, loaders[modes[k]], norm, views,
+                                                             desc="")  # fmt: skip
+                bar.update(len(chunk))
+    skipped = np.asarray(sorted(bad), dtype=np.int64)
+    out[:, skipped] = 0.0  # as the runner's test logits: a uniform distribution, not a guess
+    return out, skipped

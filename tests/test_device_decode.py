@@ -1,10 +1,11 @@
 """base_models.device_decode (``decode: device``) on the CPU: the same pixels as the image cache
-within the stated tolerance, timm's eval transform exactly, its train transform's geometry, and a
-whole run with no cache at all."""
+within the stated tolerance, timm's eval transform exactly, its train transform's geometry, a
+whole run with no cache at all, and predict decoding such a run's images as the run did."""
 
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -15,7 +16,7 @@ from imagedata import make_mask_data
 from PIL import Image
 
 import base_models.runner as runner
-from base_models import image_cache, train
+from base_models import image_cache, shards, train
 from base_models.data import data_config, eval_transform, train_transform
 from base_models.device_decode import (
     DeviceDecoder,
@@ -27,10 +28,12 @@ from base_models.device_decode import (
     scan,
 )
 from base_models.images import decode
+from base_models.predict import fold_decoding
 from stackkit.contract import schema
 from stackkit.contract.errors import StackkitError
 from stackkit.contract.store import Store
 from stackkit.data.layouts import folds_for_data
+from stackkit.predict import RUN_MODELS, run_predictor
 
 FAST = {"model": "test_resnet", "device": "cpu", "workers": 0, "threads": 1, "epochs": 1}
 
@@ -227,3 +230,106 @@ def test_a_cuda_run_decoded_on_the_device(tmp_path, data):
     info = json.loads((result.run_dir / schema.RUN_FILE).read_text())
     assert result.complete and info["decode"]["mode"] == "device" and info["device"] == "cuda"
     assert not image_cache.cache_root(art).exists()
+
+
+@pytest.fixture(scope="module")
+def device_run(tmp_path_factory):
+    """A ``decode: device`` run on eval JPEGs larger than its scale size (96x72 to 33x25: PIL's
+    draft mode shrinks them first, so the cache's pixels differ by several levels)."""
+    root = tmp_path_factory.mktemp("devrun")
+    data = make_mask_data(root / "data", n_people=6, n_test=4, size=(72, 96))
+    art = root / "art"
+    folds_for_data(data, artifacts=art, n_folds=2, seed=0)
+    cfg = root / "device.yaml"
+    cfg.write_text("decode: device\n")
+    train(data=data, artifacts=art, config=cfg, **FAST)
+    return data, art
+
+
+def _against_the_run(art, data, device="cpu", paths=None, **options):
+    """(|logits of the run's saved fold models, through stackkit's predictor entry point, minus
+    the run's own test logits| over every fold and eval image, positions skipped)."""
+    store = Store(art)
+    runs = store.load_runs(["test_resnet"], store.read_folds())
+    paths = paths or [str(data / "eval" / "images" / i) for i in runs.test_ids]  # ids: file names
+    _, predictor = run_predictor(store, "test_resnet")
+    logits, bad = predictor(store.run_dir("test_resnet") / RUN_MODELS, paths, device=device,
+                            **options)  # fmt: skip
+    assert logits.shape == runs.test[0].shape
+    return np.abs(logits - runs.test[0]), bad
+
+
+def test_predict_decodes_a_device_decoded_run_as_the_run_did(device_run, tmp_path):
+    """On the CPU: decode_jpeg and torch's resize, as the run's folds did. Decoded by PIL as the
+    cache (what predict did before, and does for a run.json without ``decode``: runs from
+    before the key) the logits differ by 1e-3."""
+    data, art = device_run
+    diff, bad = _against_the_run(art, data)
+    assert diff.max() < 1e-4 and len(bad) == 0, diff.max()
+    shutil.copytree(art, tmp_path / "art")
+    run_json = tmp_path / "art" / "runs" / "test_resnet" / schema.RUN_FILE
+    info = json.loads(run_json.read_text())
+    assert info["decode"]["mode"] == "device"
+    del info["decode"]
+    run_json.write_text(json.dumps(info))
+    assert fold_decoding(run_json.parent / RUN_MODELS, 2) == (["cache", "cache"], None)
+    assert _against_the_run(tmp_path / "art", data)[0].max() > 1e-4
+
+
+def test_predict_on_a_device_decoded_run_skips_or_names_undecodable_files(device_run, tmp_path):
+    data, art = device_run
+    paths = sorted(str(p) for p in (data / "eval" / "images").iterdir())
+    garbage, cut = tmp_path / "garbage.jpg", tmp_path / "cut.jpg"
+    garbage.write_bytes(b"not an image")  # no JPEG magic: PIL's, in the file reader
+    cut.write_bytes(Path(paths[0]).read_bytes()[:300])  # a JPEG decode_jpeg then PIL refuse
+    spoilt = [paths[0], str(garbage), paths[1], str(cut)]
+    with pytest.raises(StackkitError, match=rf"^{garbage}: cannot be decoded as an image .*skip"):
+        _against_the_run(art, data, paths=spoilt)
+    store = Store(art)
+    _, predictor = run_predictor(store, "test_resnet")
+    logits, bad = predictor(store.run_dir("test_resnet") / RUN_MODELS, spoilt, device="cpu",
+                            skip_bad_images=True)  # fmt: skip
+    assert bad.tolist() == [1, 3] and not logits[:, [1, 3]].any()
+    whole, _ = predictor(store.run_dir("test_resnet") / RUN_MODELS, paths[:2], device="cpu")
+    np.testing.assert_allclose(logits[:, [0, 2]], whole, atol=1e-5)
+
+
+def test_fold_decoding_reads_run_json_and_each_folds_record_when_they_differ(tmp_path):
+    models = tmp_path / "run" / RUN_MODELS
+    models.mkdir(parents=True)
+    run_json = tmp_path / "run" / schema.RUN_FILE
+
+    def record(**decode):
+        run_json.write_text(json.dumps({"run": "r", "decode": decode}))
+
+    assert fold_decoding(models, 3) == (["cache"] * 3, None)  # no run.json at all
+    record(setting="device", mode="device", image_cache=None, scale_size=[33, 25])
+    assert fold_decoding(models, 3) == (["device"] * 3, (33, 25))
+    record(setting="auto", mode=["cache", "device"], image_cache="k", scale_size=[33, 25])
+    with pytest.raises(StackkitError, match=r"differs between folds and fold 0's shard record"):
+        fold_decoding(models, 2)
+    for k, mode in enumerate(["device", "cache"]):
+        _, _, rec = shards.shard_files(tmp_path / "run", k)
+        for f in shards.shard_files(tmp_path / "run", k):
+            f.parent.mkdir(exist_ok=True)
+            f.write_text("")
+        rec.write_text(json.dumps({"fold": k, "decode": mode}))
+    assert fold_decoding(models, 2) == (["device", "cache"], (33, 25))
+    record(setting="gpu", mode="gpu", image_cache=None, scale_size=[33, 25])
+    with pytest.raises(StackkitError, match=r"run\.json: decode mode 'gpu' is not one of"):
+        fold_decoding(models, 2)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_predict_on_cuda_reproduces_a_cuda_device_decoded_run(tmp_path):
+    """nvJPEG in both, bf16 autocast in both; the bound (1e-4, the README's) is a guess until a
+    GPU has run it: the assertion message carries what was measured."""
+    data = make_mask_data(tmp_path / "data", n_people=6, n_test=4, size=(72, 96))
+    art = tmp_path / "art"
+    folds_for_data(data, artifacts=art, n_folds=2, seed=0)
+    cfg = tmp_path / "device.yaml"
+    cfg.write_text("decode: device\n")
+    train(data=data, artifacts=art, config=cfg, **(FAST | {"device": "cuda", "workers": 2}))
+    diff, _ = _against_the_run(art, data, device="cuda")
+    assert diff.max() < 1e-4, diff.max()

@@ -279,8 +279,12 @@ def fit_ensemble(
     # the features built once, in files that the worker processes map (stackkit.cv.shared)
     with shared.scratch() as folder:
         X = stacking.features(runset, folder)
-        X_test = stacking.test_features(runset, folder) if prefit else None
-        candidates = cross_validate(runset, metas, params, n_jobs, use_cache, engine, X_test, X)
+        X_test = stacking.test_features(runset, folder)
+        # the test logits (78% of the logits on the reference case) are read again only for a
+        # run picked as the ensemble: out to a file until then
+        runset = replace(runset, test=shared.spill(runset.test, folder, "test_logits"))
+        candidates = cross_validate(runset, metas, params, n_jobs, use_cache, engine,
+                                    X_test if prefit else None, X)  # fmt: skip
         selected = stacking.choose(candidates)
         log.debug("selected %s (CV macro-F1 %.4f)", selected.meta, selected.scores["macro_f1"])
         honest = estimate(candidates, y, f, c, tune_bias)

@@ -119,3 +119,15 @@ def test_float32_features_give_the_float64_results(runset, meta, monkeypatch):
     monkeypatch.setattr(type(est), "_feature_dtype", np.float64)
     p64 = make_learner(meta, n_classes=18).fit(X[f != 0], y[f != 0]).predict_proba(X[f == 0])
     np.testing.assert_allclose(p32, p64, rtol=0, atol=0 if meta != "knn" else 1e-6)
+
+
+@pytest.mark.parametrize("meta", ["lr", "svm", "knn", "xgboost"])
+def test_fitting_on_rows_in_place_equals_fitting_on_their_copy(runset, meta):
+    """What the workers do (fit(X, y, rows=train), the rows read from the shared X a chunk at a
+    time) is what fitting on X[train] does, number for number."""
+    X, y, f = stacking.features(runset), runset.folds.labels, runset.folds.fold_ids
+    train = np.flatnonzero(f != 2)
+    a = make_learner(meta, n_classes=18).fit(X, y, rows=train)
+    b = make_learner(meta, n_classes=18).fit(X[train], y[train])
+    np.testing.assert_array_equal(a.predict_proba(X[f == 2]), b.predict_proba(X[f == 2]))
+    np.testing.assert_array_equal(a.run_weights_, b.run_weights_)

@@ -70,6 +70,16 @@ def finish(a: np.ndarray) -> np.ndarray:
     return reopen(a) if is_shared(a) else a
 
 
+def spill(a: np.ndarray, folder: Path, name: str) -> np.memmap:
+    """``a`` written to ``folder/name.npy`` with plain writes (not through a mapping) and mapped
+    back read-only: for an array needed again only in part, its pages become file pages that
+    the kernel may write out and drop (anonymous memory it cannot: no swap here), and a part
+    read again (one run's rows) comes back alone."""
+    path = folder / f"{name}.npy"
+    np.save(path, a, allow_pickle=False)
+    return np.load(path, mmap_mode="r", allow_pickle=False)
+
+
 def is_shared(a) -> bool:
     return isinstance(a, np.memmap) and getattr(a, "filename", None) is not None
 

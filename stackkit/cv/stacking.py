@@ -72,7 +72,11 @@ def _fit_predict(est, X, y, train, test, tag=None, X_test=None):
     t0 = time.perf_counter()
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        est = clone(est).fit(_rows(X, train), y[train])
+        est = clone(est)
+        if getattr(est, "_fits_rows", False):  # reads the rows from X itself: no copy first
+            est.fit(X, y, rows=train)
+        else:
+            est.fit(_rows(X, train), y[train])
         proba = est.predict_proba(X[test] if test is not None else X_test)
     said = sorted({_first_line(w) for w in caught if not _for_developers(w.category)})
     seconds = time.perf_counter() - t0

@@ -24,7 +24,7 @@ log = logging.getLogger(__name__)
 INPUT_DTYPES = (np.float64, np.float32)
 
 
-def fit_input(est, X, y) -> tuple[np.ndarray, np.ndarray, int]:
+def fit_input(est, X, y, rows=None) -> tuple[np.ndarray, np.ndarray, int]:
     """Check ``X`` and ``y`` the scikit-learn way and set ``n_features_in_``, ``classes_``,
     ``n_classes_`` and ``n_runs_`` on ``est``; return X (float32 logits stay float32, as
     stored: the features are computed in float64 from them, a chunk of rows at a time; anything
@@ -32,8 +32,13 @@ def fit_input(est, X, y) -> tuple[np.ndarray, np.ndarray, int]:
 
     ``n_classes=None``: any labels, ``classes_`` the sorted distinct ones (as LabelEncoder).
     ``n_classes=C`` (what the meta-level CV passes, so that a fold lacking a class still yields C
-    columns): labels are the class indices 0..C-1 and ``classes_`` is ``arange(C)``."""
+    columns): labels are the class indices 0..C-1 and ``classes_`` is ``arange(C)``.
+
+    ``rows``: the learner is fitted on those rows of X and y alone (X is returned whole, to be
+    read in place; y those rows' labels)."""
     X, y = validate_data(est, X, y, dtype=INPUT_DTYPES)
+    if rows is not None:
+        y = y[rows]
     check_classification_targets(y)
     if est.n_classes is None:
         classes, y = np.unique(y, return_inverse=True)
@@ -78,6 +83,7 @@ class _MetaLearner(ClassifierMixin, BaseEstimator):
     model casts them to float32 itself (then the same numbers in half the memory)."""
 
     _feature_dtype = np.float64
+    _fits_rows = True  # fit(X, y, rows=...): stacking.run_tasks passes a fold's rows
 
     def _fit_model(self, Z: np.ndarray, y: np.ndarray, n_present: int):
         raise NotImplementedError
@@ -94,14 +100,16 @@ class _MetaLearner(ClassifierMixin, BaseEstimator):
         """Non-negative importance per feature column, or None for uniform run weights."""
         return None
 
-    def fit(self, X, y):
+    def fit(self, X, y, rows=None):
+        """Fit on X and y, or with ``rows`` on those rows of them, read from X a chunk at a time
+        (the meta-level CV passes the shared X and a fold's rows: no copy of them first)."""
         self._validate_params()
-        X, y, c = fit_input(self, X, y)
+        X, y, c = fit_input(self, X, y, rows)
         self.present_ = np.unique(y)  # classes seen in training; the others get probability 0
         self.features_ = RunFeatures(
             c, self.features, self.temperature, self.combine, self.factors
-        ).fit(X, y)
-        Z = self.features_.transform(X, dtype=self._feature_dtype)
+        ).fit(X, y, rows)
+        Z = self.features_.transform(X, dtype=self._feature_dtype, rows=rows)
         if len(self.present_) > 1:
             with self._threads():
                 self._fit_model(Z, np.searchsorted(self.present_, y), len(self.present_))

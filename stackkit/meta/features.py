@@ -92,14 +92,16 @@ def split_runs(X: np.ndarray, n_classes: int) -> np.ndarray:
     return X.reshape(len(X), X.shape[1] // n_classes, n_classes)
 
 
-def by_rows(fn, X: np.ndarray, width: int, dtype=np.float64, rows: int | None = None):
-    """``fn`` applied to ``rows`` rows of ``X`` at a time, into one ``(len(X), width)`` array of
-    ``dtype``: for row-wise computations, the float64 temporaries stay the size of a chunk
-    (the same numbers as ``fn(X)``: each row is computed alone either way)."""
-    out = np.empty((len(X), width), dtype=dtype)
-    rows = rows or CHUNK_ROWS
-    for i in range(0, len(X), rows):
-        out[i : i + rows] = fn(X[i : i + rows])
+def by_rows(fn, X: np.ndarray, width: int, dtype=np.float64, chunk=None, index=None):
+    """``fn`` applied to ``chunk`` rows of ``X`` at a time (of ``X[index]``, gathered a chunk at
+    a time, when ``index`` is given), into one ``(rows, width)`` array of ``dtype``: for
+    row-wise computations, the float64 temporaries and the gathered rows stay the size of a
+    chunk (the same numbers as ``fn(X[index])``: each row is computed alone either way)."""
+    n = len(X) if index is None else len(index)
+    out = np.empty((n, width), dtype=dtype)
+    step = chunk or CHUNK_ROWS
+    for i in range(0, n, step):
+        out[i : i + step] = fn(X[i : i + step] if index is None else X[index[i : i + step]])
     return out
 
 
@@ -200,7 +202,8 @@ class RunFeatures(TransformerMixin, BaseEstimator):
         self.combine = combine
         self.factors = factors
 
-    def fit(self, X, y):
+    def fit(self, X, y, rows=None):
+        """Fit on ``X`` or, with ``rows``, on ``X[rows]`` read in place (``y``: their labels)."""
         self._validate_params()
         y = np.asarray(y)
         self.n_classes_ = infer_n_classes(y, self.n_classes)
@@ -224,16 +227,20 @@ class RunFeatures(TransformerMixin, BaseEstimator):
             self.n_marginals_ = int((self.codes_.max(axis=0) + 1).sum())
         if self.temperature:
             self.temperatures_ = np.array(
-                [fit_temperature(z[:, r], y) for r in range(self.n_runs_)]
+                [
+                    fit_temperature(z[:, r] if rows is None else z[rows, r], y)
+                    for r in range(self.n_runs_)
+                ]
             )
             log.debug("run temperatures: %s", np.round(self.temperatures_, 3).tolist())
         else:
             self.temperatures_ = np.ones(self.n_runs_)
         return self
 
-    def transform(self, X, dtype=np.float64) -> np.ndarray:
-        """The features of ``X``, as ``dtype`` (computed in float64 a chunk of rows at a time,
-        :func:`by_rows`; float32 for learners that cast to it anyway: the trees)."""
+    def transform(self, X, dtype=np.float64, rows=None) -> np.ndarray:
+        """The features of ``X`` (of ``X[rows]``, read in place), as ``dtype``: computed in
+        float64 a chunk of rows at a time (:func:`by_rows`); float32 for learners that cast to
+        it anyway (the trees)."""
         z = split_runs(X, self.n_classes_)
         if z.shape[1] != self.n_runs_:
             raise ValueError(
@@ -242,7 +249,7 @@ class RunFeatures(TransformerMixin, BaseEstimator):
             )
         r, c, k = self.n_runs_, self.n_classes_, self.n_marginals_
         width = {"concat": r * (c + k), "mean": c + k, "both": r * (c + k) + c + k}[self.combine]
-        return by_rows(self._transform, z, width, dtype)
+        return by_rows(self._transform, z, width, dtype, index=rows)
 
     def _transform(self, z: np.ndarray) -> np.ndarray:
         f = run_features(z, self.kind, self.temperatures_ if self.temperature else None)

@@ -111,7 +111,7 @@ def measure(store: Path, meta: str, extra: list[str]) -> tuple[float, float, flo
     of one fit."""
     env = dict(os.environ, STACKKIT_CACHE=tempfile.mkdtemp(prefix="stackkit-mem-cache-"))
     cmd = [sys.executable, "-m", "stackkit.cli", "fit", "--artifacts", str(store), "--meta",
-           meta, "--name", "mem", "--force", "--no-cache", *extra]  # fmt: skip
+           meta, "--name", "mem-" + meta.replace(",", "-"), "--force", "--no-cache", *extra]  # fmt: skip
     t0 = time.perf_counter()
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     peak, parts = 0, ""

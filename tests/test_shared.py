@@ -131,3 +131,24 @@ def test_fitting_on_rows_in_place_equals_fitting_on_their_copy(runset, meta):
     b = make_learner(meta, n_classes=18).fit(X[train], y[train])
     np.testing.assert_array_equal(a.predict_proba(X[f == 2]), b.predict_proba(X[f == 2]))
     np.testing.assert_array_equal(a.run_weights_, b.run_weights_)
+
+
+def test_scratch_removes_the_folders_of_processes_gone(tmp_path, monkeypatch):
+    import socket
+    import subprocess
+    import sys
+
+    monkeypatch.setenv("STACKKIT_CACHE", str(tmp_path))
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True, check=True).stdout.strip()  # fmt: skip
+    host = socket.gethostname()
+    root = tmp_path / "shared"
+    left = root / f"{dead}@{host}-abc123"  # killed before it could clean up
+    mine = root / f"{os.getpid()}@{host}-def456"  # alive: this process
+    other = root / f"{dead}@another-host-ghi789"  # another host's: never asked
+    for d in (left, mine, other):
+        d.mkdir(parents=True)
+        (d / "X.npy").write_bytes(b"x")
+    with shared.scratch() as folder:
+        assert folder.name.startswith(f"{os.getpid()}@{host}-")
+    assert not left.exists() and mine.exists() and other.exists()

@@ -16,7 +16,9 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import shutil
+import socket
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -34,19 +36,50 @@ SHARE_FROM_BYTES = 4 * 2**20
 def scratch() -> Iterator[Path]:
     """A fresh folder for shared arrays under the cache folder (the system's temporary folder
     when that cannot be written), removed with its files at exit. Arrays opened from it stay
-    readable after that in the processes that mapped them (the pages live while mapped)."""
+    readable after that in the processes that mapped them (the pages live while mapped).
+
+    The folder is named for this process and host (``<pid>@<host>-<random>``): a process killed
+    before its exit leaves its folder behind, and the next ``scratch`` on the same host removes
+    the folders of processes that no longer exist."""
     from stackkit.cv.cache import cache_dir
 
+    owner = f"{os.getpid()}@{socket.gethostname()}"
     try:
         root = cache_dir() / "shared"
         root.mkdir(parents=True, exist_ok=True)
-        folder = Path(tempfile.mkdtemp(prefix="fit-", dir=root))
+        remove_orphans(root)
+        folder = Path(tempfile.mkdtemp(prefix=f"{owner}-", dir=root))
     except OSError:
         folder = Path(tempfile.mkdtemp(prefix="stackkit-shared-"))
     try:
         yield folder
     finally:
         shutil.rmtree(folder, ignore_errors=True)
+
+
+def remove_orphans(root: Path) -> list[Path]:
+    """Remove the scratch folders under ``root`` left by processes of this host that no longer
+    exist; returns them. Another host's folders (a cache folder shared over the network) are
+    never touched: their processes cannot be asked."""
+    host, gone = socket.gethostname(), []
+    for folder in root.iterdir():
+        pid, _, rest = folder.name.partition("@")
+        if pid.isdigit() and rest.rsplit("-", 1)[0] == host and not _alive(int(pid)):
+            shutil.rmtree(folder, ignore_errors=True)
+            gone.append(folder)
+    if gone:
+        log.info("removed %d scratch folder(s) of processes gone: %s", len(gone), root)
+    return gone
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's: alive
+        return True
+    return True
 
 
 def empty(folder: Path, name: str, shape: tuple, dtype=np.float32) -> np.memmap:

@@ -278,8 +278,9 @@ def fit_ensemble(
     prefit = len(learners) == 1 or (BLEND in metas and len(learners) > 0)
     # the features built once, in files that the worker processes map (stackkit.cv.shared)
     with shared.scratch() as folder:
-        X = stacking.features(runset, folder)
-        X_test = stacking.test_features(runset, folder)
+        here = folder if engine == "local" else None  # a Ray cluster's nodes get the arrays
+        X = stacking.features(runset, here)
+        X_test = stacking.test_features(runset, here)
         # the test logits (78% of the logits on the reference case) are read again only for a
         # run picked as the ensemble: out to a file until then
         runset = replace(runset, test=shared.spill(runset.test, folder, "test_logits"))

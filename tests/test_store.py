@@ -167,3 +167,60 @@ def test_fast_path_puts_rows_in_place_when_files_are_in_another_order(store, mon
         alone = store.load_runs([name], folds)
         np.testing.assert_array_equal(many.oof[i], alone.oof[0])
         np.testing.assert_array_equal(many.test[i], alone.test[0])
+
+
+def test_first_run_is_validated_once_per_content(store, monkeypatch, tmp_path):
+    """load_runs validates its first run in full once; the same bytes on the same folds are then
+    read like the other runs (same arrays, hashes and infos); other bytes are validated again."""
+    import pandas as pd
+
+    monkeypatch.setenv("STACKKIT_CACHE", str(tmp_path / "cache"))
+    folds = store.read_folds()
+    names = store.run_names()
+    known = []
+    real = Store._read_run_known
+    monkeypatch.setattr(Store, "_read_run_known", lambda *a: known.append(real(*a)) or known[-1])
+    cold = store.load_runs(names, folds)
+    assert known == [None]  # nothing validated yet
+    warm = store.load_runs(names, folds)
+    assert known[-1] is not None  # the first run's bytes passed before: not validated again
+    np.testing.assert_array_equal(warm.oof, cold.oof)
+    np.testing.assert_array_equal(warm.test, cold.test)
+    np.testing.assert_array_equal(warm.test_ids, cold.test_ids)
+    assert warm.hashes == cold.hashes and warm.infos == cold.infos
+    # new bytes for the first run (a duplicated id): validated in full again, and refused
+    path = store.run_dir(names[0]) / "oof.parquet"
+    df = pd.read_parquet(path)
+    df.loc[1, "sample_id"] = df.loc[0, "sample_id"]
+    df.to_parquet(path, index=False)
+    with pytest.raises(StackkitError, match=r"oof\.parquet"):
+        store.load_runs(names, folds)
+    assert known[-1] is None
+
+
+def test_run_hash_is_remembered_by_stat_and_redone_after_a_write(store, monkeypatch, tmp_path):
+    """The files' sha256 is computed once per (size, mtime, ctime, inode); a file written since
+    is hashed again, and the hash is always the files' own (Store.run_hash)."""
+    import os
+
+    import pandas as pd
+
+    from stackkit.contract import store as store_mod
+
+    monkeypatch.setenv("STACKKIT_CACHE", str(tmp_path / "cache"))
+    d = store.run_dir("run01")
+    hashed = []
+    real = store_mod._HASHER.submit
+    monkeypatch.setattr(store_mod._HASHER, "submit", lambda *a: hashed.append(1) or real(*a))
+    _, h1 = store_mod._read_hashed(d)
+    assert h1 == store.run_hash("run01") and len(hashed) == 2
+    _, h2 = store_mod._read_hashed(d)
+    assert h2 == h1 and len(hashed) == 2  # remembered: not hashed again
+    path = d / "test.parquet"
+    df = pd.read_parquet(path)
+    df["logit_0"] += 1.0
+    st = path.stat()
+    df.to_parquet(path, index=False)
+    os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))  # even with the old mtime put back
+    _, h3 = store_mod._read_hashed(d)
+    assert len(hashed) == 4 and h3 == store.run_hash("run01") != h1

@@ -161,6 +161,13 @@ class Folds:
         return folds_hash(self.frame["sample_id"].to_numpy(), self.frame["fold"].to_numpy())
 
     @cached_property
+    def rows_hash(self) -> str:
+        """sha256 of the rows as the meta stage sees them: sample_id, label and fold, in file
+        order (the contract's ``hash`` covers only sample_id and fold, in any order)."""
+        rows = pd.util.hash_pandas_object(self.frame[["sample_id", "label", "fold"]], index=False)
+        return hashlib.sha256(rows.to_numpy().tobytes()).hexdigest()
+
+    @cached_property
     def index(self) -> pd.Index:
         """sample_id -> position in ``frame``."""
         return pd.Index(self.frame["sample_id"].to_numpy(dtype=object))

@@ -45,6 +45,12 @@ ENV_VAR = "STACKKIT_ARTIFACTS"
 DEFAULT_ROOT = "artifacts"
 
 
+def cache_dir() -> Path:
+    """stackkit's cache folder, outside the artifacts: ``$STACKKIT_CACHE`` if set, else
+    ``~/.cache/stackkit`` (CV results, run scores, which run files passed validation)."""
+    return Path(os.environ.get("STACKKIT_CACHE") or Path.home() / ".cache" / "stackkit")
+
+
 def resolve_root(root: str | os.PathLike | None = None) -> Path:
     """``root`` if given, else ``$STACKKIT_ARTIFACTS``, else ``./artifacts``."""
     return Path(root if root is not None else os.environ.get(ENV_VAR) or DEFAULT_ROOT)
@@ -526,7 +532,13 @@ class Store:
         hashes, infos = {}, {}
         keys = None  # the first run's validated id and fold columns, and where its rows go
         for r, name in enumerate(names):
-            if keys is not None:
+            if keys is None:
+                known = self._read_run_known(name, folds, oof[r], len(names))
+                if known is not None:  # these very bytes passed the full validation before
+                    keys, test_ids, test, infos[name], hashes[name] = known
+                    first = name
+                    continue
+            else:
                 fast = self._read_run_fast(name, folds, keys, oof[r], test[r])
                 if fast is not None:  # the same rows as the first run, finite logits
                     infos[name], hashes[name] = fast
@@ -553,8 +565,42 @@ class Store:
             infos[name] = info
             if keys is None:
                 keys = _RowKeys.of(self.run_dir(name), pos, t["fold"].to_numpy(np.int64), tpos)
+                _Validated(folds).remember(hashes[name])
         pa.default_memory_pool().release_unused()  # the tables read are gone: give back their pages
         return RunSet(names, folds, oof, test_ids, test, hashes, infos)
+
+    def _read_run_known(self, name, folds, oof: np.ndarray, n_runs: int):
+        """The first run read without its full validation when its two files, byte for byte,
+        passed it before on these folds (``_Validated``): (row keys, test ids, test array for
+        ``n_runs`` runs with this run's rows in slot 0, info, hash). None when they did not, or
+        anything is off (the caller then validates in full, which names the problem)."""
+        d = self.run_dir(name)
+        if not (d / schema.RUN_FILE).is_file():
+            return None
+        tables, h = _read_hashed(d)
+        if tables is None or not _Validated(folds).knows(h):
+            return None
+        t_ids = tables[1].column("sample_id").to_numpy(zero_copy_only=False)
+        test_ids = np.sort(pd.unique(t_ids))
+        pos = folds.index.get_indexer(tables[0].column("sample_id").to_numpy(zero_copy_only=False))
+        tfold = tables[1].column("fold").to_numpy().astype(np.int64)
+        tpos = pd.Index(test_ids).get_indexer(t_ids)
+        if (pos < 0).any() or (tpos < 0).any():
+            return None
+        keys = _RowKeys(
+            tuple(t.schema.remove_metadata() for t in tables),
+            tuple((t.column("sample_id"), t.column("fold")) for t in tables),
+            pos, tfold, tpos,
+        )  # fmt: skip
+        k, c = folds.n_folds, folds.n_classes
+        test = np.empty((n_runs, k, len(test_ids), c), np.float32)
+        cols = schema.logit_columns(c)
+        if not (keys.logits(tables[0], cols, oof, keys.oof_rows) and keys.logits(
+                tables[1], cols, test[0].reshape(-1, c), keys.test_rows(len(test_ids)))):  # fmt: skip
+            return None
+        where = f"run {name!r}: {self.rel(d / schema.RUN_FILE)}"
+        info = schema.validate_run_info(read_json(d / schema.RUN_FILE, where), folds, where)
+        return keys, test_ids, test, info, h
 
     def _read_run_fast(self, name, folds, keys: _RowKeys, oof: np.ndarray, test: np.ndarray):
         """(info, hash) of a run whose files hold the same columns, ids and folds, row for row,
@@ -565,19 +611,9 @@ class Store:
         d = self.run_dir(name)
         if not (d / schema.RUN_FILE).is_file():
             return None
-        h = hashlib.sha256()
-        tables = []
-        for f in (schema.OOF_FILE, schema.TEST_FILE):
-            try:
-                data = (d / f).read_bytes()
-                # hashed while the file is decoded (both release the GIL: 2 cores, one pass each)
-                hashing = _HASHER.submit(h.update, data)
-                try:
-                    tables.append(pq.read_table(pa.BufferReader(data)))
-                finally:
-                    hashing.result()
-            except (pa.ArrowException, OSError, ValueError):
-                return None
+        tables, h = _read_hashed(d)
+        if tables is None:
+            return None
         if not (keys.same(tables[0], 0) and keys.same(tables[1], 1)):
             return None
         cols = schema.logit_columns(folds.n_classes)
@@ -587,7 +623,7 @@ class Store:
             return None
         where = f"run {name!r}: {self.rel(d / schema.RUN_FILE)}"
         info = schema.validate_run_info(read_json(d / schema.RUN_FILE, where), folds, where)
-        return info, h.hexdigest()
+        return info, h
 
     # pseudo-label sets ----------------------------------------------------------------------
     def read_pseudo(self, name: str, folds: schema.Folds) -> tuple[pd.DataFrame, dict]:
@@ -608,6 +644,107 @@ class Store:
         df = schema.validate_pseudo(df, meta, n_classes, f"pseudo set {name!r} (to be written)")
         write_parquet(df.astype({c: schema.PSEUDO_COLUMNS[c] for c in df.columns}), path, meta)
         return path
+
+
+def _read_hashed(d: Path) -> tuple[list[pa.Table] | None, str]:
+    """A run folder's oof and test tables and the sha256 of their bytes (``Store.run_hash``);
+    (None, "") when a file cannot be read. The hash comes from ``_HashMemo`` when the two files'
+    size, mtime, ctime and inode are those it was last computed for; else each file is read once
+    and hashed while it is decoded (both release the GIL: 2 cores, one pass each)."""
+    paths = [d / schema.OOF_FILE, d / schema.TEST_FILE]
+    memo = _HashMemo(paths)
+    known = memo.get()
+    h = hashlib.sha256()
+    tables = []
+    for path in paths:
+        try:
+            if known:
+                tables.append(pq.read_table(path))
+                continue
+            data = path.read_bytes()
+            hashing = _HASHER.submit(h.update, data)
+            try:
+                tables.append(pq.read_table(pa.BufferReader(data)))
+            finally:
+                hashing.result()
+        except (pa.ArrowException, OSError, ValueError):
+            return None, ""
+    if known:
+        return tables, known
+    memo.put(h.hexdigest())
+    return tables, h.hexdigest()
+
+
+class _HashMemo:
+    """The sha256 of a run's files, remembered by what ``stat`` says of them (size, mtime and
+    ctime in ns, inode, device), as git's index does: hashing is a fifth of a warm
+    ``leaderboard``'s reading. Any write to a file changes its ctime (which no user can set), so
+    a file changed since is hashed again. A cache file per pair of files; never fatal."""
+
+    def __init__(self, paths: list[Path]):
+        try:
+            stats = [p.stat() for p in paths]
+        except OSError:
+            self.path = None
+            return
+        key = "|".join(f"{p.resolve()}:{st.st_size}:{st.st_mtime_ns}:{st.st_ctime_ns}:"
+                       f"{st.st_ino}:{st.st_dev}" for p, st in zip(paths, stats))  # fmt: skip
+        self.key = key
+        self.path = cache_dir() / "hashes" / f"{hashlib.sha256(key.encode()).hexdigest()}.json"
+
+    def get(self) -> str | None:
+        if self.path is None:
+            return None
+        try:
+            entry = json.loads(self.path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return None
+        ok = isinstance(entry, dict) and entry.get("stat") == self.key
+        h = entry.get("sha256") if ok else None
+        return h if isinstance(h, str) and len(h) == 64 else None
+
+    def put(self, sha256: str) -> None:
+        if self.path is None:
+            return
+        try:
+            write_json({"stat": self.key, "sha256": sha256}, self.path)
+        except OSError as exc:
+            log.debug("could not remember a run's hash (%s)", exc)
+
+
+class _Validated:
+    """Which run files (by the sha256 of their bytes) passed the full validation on these folds
+    (their rows: ids, labels, folds, in order), under this stackkit and contract version: a file
+    per (run content, folds) in the cache folder, written after a full validation succeeds. A
+    warm ``load_runs`` then reads its first run as it reads the others (the full validation was
+    a tenth of a warm ``leaderboard``); any other bytes, folds or version are validated again."""
+
+    def __init__(self, folds: schema.Folds):
+        from stackkit import __version__
+
+        self.folds = folds
+        self.version = __version__
+        self.root = cache_dir() / "validated"
+
+    def _path(self, run_hash: str) -> Path:
+        key = f"{run_hash}|{self.folds.rows_hash}|{self.version}|{schema.CONTRACT_VERSION}"
+        return self.root / f"{hashlib.sha256(key.encode()).hexdigest()}.json"
+
+    def knows(self, run_hash: str) -> bool:
+        try:
+            entry = json.loads(self._path(run_hash).read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return False
+        return isinstance(entry, dict) and entry.get("run_hash") == run_hash and entry.get(
+            "folds_rows") == self.folds.rows_hash  # fmt: skip
+
+    def remember(self, run_hash: str) -> None:
+        try:
+            write_json(
+                {"run_hash": run_hash, "folds_rows": self.folds.rows_hash}, self._path(run_hash)
+            )
+        except OSError as exc:  # a cache: never fatal
+            log.debug("could not record validated run files (%s)", exc)
 
 
 def is_inside(path: str | os.PathLike, root: str | os.PathLike) -> bool:

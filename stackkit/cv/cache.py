@@ -29,19 +29,14 @@ from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 
 from stackkit import __version__
-from stackkit.contract.store import RunSet, atomic_path
+from stackkit.contract.store import RunSet, atomic_path, cache_dir
 from stackkit.cv.result import CVResult
 
 log = logging.getLogger(__name__)
 
 CACHE_FORMAT = 2  # 1 was joblib's pickles (never read now); bump when an entry's layout changes
-
-
-def cache_dir() -> Path:
-    return Path(os.environ.get("STACKKIT_CACHE") or Path.home() / ".cache" / "stackkit")
 
 
 def inputs_key(runset: RunSet) -> dict:
@@ -50,11 +45,9 @@ def inputs_key(runset: RunSet) -> dict:
     The contract's folds hash covers only ``sample_id,fold``; cached arrays also depend on the
     row order and the labels (a moved age boundary changes them), so those are hashed too.
     """
-    f = runset.folds.frame
-    rows = pd.util.hash_pandas_object(f[["sample_id", "label", "fold"]], index=False)
     return {
         "folds_hash": runset.folds.hash,
-        "rows": hashlib.sha256(rows.to_numpy().tobytes()).hexdigest(),
+        "rows": runset.folds.rows_hash,
         "runs": [[n, runset.hashes[n]] for n in runset.names],
         "stackkit": __version__,
     }

@@ -91,7 +91,10 @@ class RawImages(torch.utils.data.Dataset):
         with open(self.paths[pos], "rb") as f:
             data = torch.frombuffer(bytearray(f.read()), dtype=torch.uint8)
         if not is_jpeg(data):
-            pixels = decode(self.paths[pos], self.size, self.interpolation)
+            try:
+                pixels = decode(self.paths[pos], self.size, self.interpolation)
+            except DECODE_ERRORS:  # a header that reads, data that does not: the bytes go on,
+                return data, pos, int(self.labels[i])  # and DeviceDecoder names the file
             data = torch.from_numpy(pixels.copy()).permute(2, 0, 1)
         return data, pos, int(self.labels[i])
 

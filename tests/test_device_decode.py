@@ -93,6 +93,26 @@ def test_a_broken_jpeg_stops_the_run_naming_the_file(tmp_path):
         _decoded([good, str(bad)], (64, 48))
 
 
+def test_a_broken_non_jpeg_is_named_in_one_line_not_a_worker_traceback(tmp_path):
+    """A PNG whose header reads (so the scan lets it through) but whose data is cut: the loader
+    worker hands its bytes on and the decoder names the file, or skips it with ``on_bad``."""
+    good = _photo(tmp_path / "good.jpg")
+    png = tmp_path / "cut.png"
+    Image.open(good).save(png)
+    png.write_bytes(png.read_bytes()[:300])
+    assert scan([good, str(png)], 1).tolist() == []  # the header reads
+    with pytest.raises(StackkitError, match=rf"^{png}: cannot be decoded .*decode: cache"):
+        _decoded([good, str(png)], (64, 48))
+    paths = [good, str(png)]
+    ds = RawImages(paths, np.arange(2), np.zeros(2), np.ones(2, bool), (64, 48), "bicubic")
+    raw, _ = collate([ds[i] for i in range(2)])
+    skipped = []
+    out = DeviceDecoder(paths, (64, 48), "bicubic", "cpu", on_bad=lambda p, r: skipped.append(p))(
+        raw
+    )
+    assert skipped == [1] and int(out[1].sum()) == 0 and int(out[0].sum()) > 0
+
+
 def _cfgs(img_size, interpolation=None):
     net = timm.create_model("test_resnet", pretrained=False, num_classes=3)
     cfg = data_config(net, img_size, None)

@@ -16,15 +16,14 @@ from dataclasses import dataclass
 
 import pandas as pd
 
-from stackkit import metrics
 from stackkit.contract.errors import StackkitError
 from stackkit.contract.inventory import choose_runs
 from stackkit.contract.store import RunSet, Store
 from stackkit.cv.blend import BLEND
-from stackkit.cv.cache import CACHE_FORMAT, CVCache, inputs_key
+from stackkit.cv.cache import CVCache, entry_key, inputs_key
 from stackkit.cv.estimate import Estimate, estimate
 from stackkit.cv.result import CVResult
-from stackkit.cv.runs import is_run
+from stackkit.cv.runs import candidate_name, is_run, run_candidates
 from stackkit.cv.stacking import choose
 from stackkit.fit import (
     auto_size_rule,
@@ -56,6 +55,9 @@ CANDIDATE_COLUMNS = [
     ("cv_log_loss", "log loss", ".4f"),
     ("seconds", "fit seconds (all folds)", ".1f"),
 ]
+
+
+SCORE_KEYS = {"macro_f1", "macro_f1_std", "accuracy", "log_loss"}  # a run row's scores
 
 
 def run_columns(loro_meta: str | None) -> list[tuple[str, str, str]]:
@@ -103,24 +105,32 @@ class Leaderboard(AsTable):
         return f"{super()._repr_html_()}\n<p>runs (own OOF predictions)</p>\n{runs}"
 
 
-def run_scores(runset: RunSet, use_cache: bool = False) -> list[dict]:
-    """Each run's own OOF scores; with ``use_cache``, read from (and written to) the cache by the
-    run's content and the folds' rows, so a warm leaderboard does not redo 50 softmaxes."""
-    y, f = runset.folds.labels, runset.folds.fold_ids
+def run_scores(runset: RunSet, use_cache: bool = False, candidates=()) -> list[dict]:
+    """Each run's own OOF scores (``stackkit.cv.runs.run_candidates``): taken from
+    ``candidates`` where the runs are among them (``auto``), else with ``use_cache`` read from
+    (and written to) the cache by the run's content and the folds' rows, so a warm leaderboard
+    does not redo 50 softmaxes."""
+    given = {r.meta: r.scores for r in candidates if is_run(r.meta)}
     cache = CVCache(use_cache)
-    rows_key = inputs_key(runset) if use_cache else {}
+    inputs = {k: v for k, v in inputs_key(runset).items() if k != "runs"}
+    keys = {name: entry_key(inputs, candidate_name(name), {"run": runset.hashes.get(name)})
+            for name in runset.names}  # fmt: skip
+    scores = {}
+    for name in runset.names:
+        s = given.get(candidate_name(name))
+        if s is None and runset.hashes.get(name):  # a run without a hash is never cached
+            s = cache.get_value(keys[name])
+        if isinstance(s, dict) and s.keys() >= SCORE_KEYS:
+            scores[name] = s
+    missing = [n for n in runset.names if n not in scores]
+    if missing:
+        for name, r in zip(missing, run_candidates(runset, keep_proba=False, names=missing)):
+            scores[name] = r.scores
+            if runset.hashes.get(name):
+                cache.put_value(keys[name], r.scores)
     rows = []
-    for i, name in enumerate(runset.names):
-        key = {"format": CACHE_FORMAT, "kind": "run scores", "folds_hash": rows_key.get("folds_hash"),
-               "rows": rows_key.get("rows"), "run": runset.hashes.get(name),
-               "stackkit": rows_key.get("stackkit")}  # fmt: skip
-        s = cache.get_value(key) if key["run"] else None  # a run without a hash: never cached
-        if not (
-            isinstance(s, dict) and {"macro_f1", "macro_f1_std", "accuracy", "log_loss"} <= s.keys()
-        ):
-            s = metrics.scores(y, metrics.softmax(runset.oof[i]), f)
-            if key["run"]:
-                cache.put_value(key, s)
+    for name in runset.names:
+        s = scores[name]
         rows.append(
             {
                 "run": name,
@@ -153,8 +163,8 @@ def leaderboard(
     check_params(params, metas, smallest_training_split(folds))  # before any work
     params = resolve_factors(params, metas, folds.meta.get("data"))
     runset = store.load_runs(choose_runs(store, folds, runs, exclude), folds)
-    rows = run_scores(runset, use_cache)
     candidates = cross_validate(runset, metas, params, n_jobs, use_cache)
+    rows = run_scores(runset, use_cache, candidates)
     best = choose(candidates)
     y, f, c = runset.folds.labels, runset.folds.fold_ids, runset.folds.n_classes
     honest = estimate(candidates, y, f, c)

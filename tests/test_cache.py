@@ -152,8 +152,10 @@ def test_run_scores_are_cached_by_the_runs_content(store, monkeypatch):
     cold = lb.run_scores(runset, use_cache=True)
     assert cold == lb.run_scores(runset, use_cache=False)
     scored = []
-    real = lb.metrics.scores
-    monkeypatch.setattr(lb.metrics, "scores", lambda *a, **k: scored.append(1) or real(*a, **k))
+    from stackkit import metrics
+
+    real = metrics.scores
+    monkeypatch.setattr(metrics, "scores", lambda *a, **k: scored.append(1) or real(*a, **k))
     assert lb.run_scores(runset, use_cache=True) == cold and scored == []
     path = store.run_dir(runset.names[0]) / "oof.parquet"
     df = pd.read_parquet(path)

@@ -286,14 +286,14 @@ class _RowKeys:
         """Where each oof.parquet row goes in folds order; None when in that order already."""
         return None if np.array_equal(self.pos, np.arange(len(self.pos))) else self.pos
 
-    def test_rows(self, m: int) -> np.ndarray | None:
-        """Where each test.parquet row goes in (fold, sorted test id) order, flattened over ``m``
-        test ids; None when in that order already."""
-        if getattr(self, "_test_rows", (None,))[0] != m:
-            flat = self.tfold * m + self.tpos
-            same = np.array_equal(flat, np.arange(len(flat)))
-            self._test_rows = (m, None if same else flat)
-        return self._test_rows[1]
+    @cached_property
+    def test_rows(self) -> np.ndarray | None:
+        """Where each test.parquet row goes in (fold, sorted test id) order, flattened; None
+        when in that order already. The test ids are this run's own (every id in every fold),
+        so their number is ``tpos.max() + 1``."""
+        m = int(self.tpos.max()) + 1 if len(self.tpos) else 0
+        flat = self.tfold * m + self.tpos
+        return None if np.array_equal(flat, np.arange(len(flat))) else flat
 
     def same(self, table: pa.Table, i: int) -> bool:
         if not table.schema.remove_metadata().equals(self.schemas[i]):
@@ -596,7 +596,7 @@ class Store:
         test = np.empty((n_runs, k, len(test_ids), c), np.float32)
         cols = schema.logit_columns(c)
         if not (keys.logits(tables[0], cols, oof, keys.oof_rows) and keys.logits(
-                tables[1], cols, test[0].reshape(-1, c), keys.test_rows(len(test_ids)))):  # fmt: skip
+                tables[1], cols, test[0].reshape(-1, c), keys.test_rows)):  # fmt: skip
             return None
         where = f"run {name!r}: {self.rel(d / schema.RUN_FILE)}"
         info = schema.validate_run_info(read_json(d / schema.RUN_FILE, where), folds, where)
@@ -619,7 +619,7 @@ class Store:
         cols = schema.logit_columns(folds.n_classes)
         k, m, c = test.shape
         if not (keys.logits(tables[0], cols, oof, keys.oof_rows)
-                and keys.logits(tables[1], cols, test.reshape(k * m, c), keys.test_rows(m))):  # fmt: skip
+                and keys.logits(tables[1], cols, test.reshape(k * m, c), keys.test_rows)):  # fmt: skip
             return None
         where = f"run {name!r}: {self.rel(d / schema.RUN_FILE)}"
         info = schema.validate_run_info(read_json(d / schema.RUN_FILE, where), folds, where)

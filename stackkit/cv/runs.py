@@ -11,6 +11,7 @@ test probabilities; inside a ``blend`` it is one more component.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -37,14 +38,19 @@ def __getattr__(name: str):
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
-def run_candidates(runset: RunSet, keep_proba: bool = True) -> list[CVResult]:
+def run_candidates(
+    runset: RunSet, keep_proba: bool = True, names: Sequence[str] | None = None
+) -> list[CVResult]:
     """One candidate per run: its OOF softmax probabilities and their scores (computed in
     float64; the probabilities kept as float32, as oof_proba.parquet would hold them: 50 runs
     of the reference case are then 68 MB, not 136). ``keep_proba=False``: the scores alone
-    (``oof_proba`` None), for the runs that are not candidates."""
+    (``oof_proba`` None), for the runs that are not candidates. ``names``: only those runs
+    (in the runset's order)."""
     y, f = runset.folds.labels, runset.folds.fold_ids
     out = []
     for i, name in enumerate(runset.names):
+        if names is not None and name not in names:
+            continue
         p = metrics.softmax(runset.oof[i])
         kept = p.astype(np.float32) if keep_proba else None
         out.append(CVResult(candidate_name(name), kept, metrics.scores(y, p, f), 0.0, {}))

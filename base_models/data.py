@@ -60,7 +60,7 @@ class CachedImages(torch.utils.data.Dataset):
 
     def __getitem__(self, i: int):
         if self._pixels is None:
-            self._pixels = np.load(self.cache_path, mmap_mode="r")
+            self._pixels = np.load(self.cache_path, mmap_mode="r", allow_pickle=False)
         img = Image.fromarray(np.ascontiguousarray(self._pixels[self.positions[i]]))
         return self.transform(img), int(self.labels[i])
 

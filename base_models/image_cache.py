@@ -67,7 +67,7 @@ class ImageCache:
     key: str = ""
 
     def array(self) -> np.ndarray:
-        return np.load(self.path, mmap_mode="r")
+        return np.load(self.path, mmap_mode="r", allow_pickle=False)
 
 
 def cache_root(artifacts: str | os.PathLike) -> Path:
@@ -103,7 +103,9 @@ def _valid(folder: Path, key: str) -> dict | None:
     try:
         meta = json.loads((folder / META).read_text())
         n, h, w = meta["n_images"], *meta["size"]
-        if meta.get("key") != key or np.load(folder / PIXELS, mmap_mode="r").shape != (n, h, w, 3):
+        if meta.get("key") != key or np.load(
+            folder / PIXELS, mmap_mode="r", allow_pickle=False
+        ).shape != (n, h, w, 3):
             return None
     except (OSError, ValueError, KeyError, TypeError):
         return None

@@ -93,7 +93,9 @@ class _MetaLearner(ClassifierMixin, BaseEstimator):
         # oversubscribe the cores (measured: one lr fit 3.5 s on 1 thread, 31 s on 2 busy cores)
         return threadpool_limits(limits=effective_n_jobs(self.n_jobs), user_api="blas")
 
-    def _model_proba(self, Z: np.ndarray) -> np.ndarray:
+    def _model_proba(self, Z: np.ndarray, X: np.ndarray) -> np.ndarray:
+        """The model's probabilities over the classes present, from the features ``Z`` of the
+        input ``X`` (X for a learner that needs more than its features: xgboost's base)."""
         return self.model_.predict_proba(Z)
 
     def _column_importance(self) -> np.ndarray | None:
@@ -129,7 +131,7 @@ class _MetaLearner(ClassifierMixin, BaseEstimator):
             return out
         with self._threads():
             Z = self.features_.transform(X, dtype=self._feature_dtype)
-            p = np.clip(self._model_proba(Z), 0.0, None)
+            p = np.clip(self._model_proba(Z, X), 0.0, None)
         out[:, self.present_] = p
         return out / out.sum(axis=1, keepdims=True)
 

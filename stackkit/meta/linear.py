@@ -84,7 +84,7 @@ class LRLearner(_MetaLearner):
         """Standardised in place: ``Z`` is always the features just built for this call."""
         return Z if self.scaler_ is None else self.scaler_.transform(Z, copy=False)
 
-    def _model_proba(self, Z):
+    def _model_proba(self, Z, X=None):
         return self.model_.predict_proba(self._scale(Z))
 
     def _column_importance(self):
@@ -197,7 +197,7 @@ class SVMLearner(_MetaLearner):
         Zs = self.scaler_.transform(Z, copy=False)  # Z: the features just built for this call
         return self._kernel_features(Zs) @ self.coef_ + self.intercept_
 
-    def _model_proba(self, Z):
+    def _model_proba(self, Z, X=None):
         return np.exp(log_softmax(self._margins(Z) / self.margin_temperature_, axis=1))
 
     def _column_importance(self):

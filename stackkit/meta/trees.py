@@ -17,12 +17,14 @@ from sklearn.utils._param_validation import Interval, StrOptions
 from stackkit.meta.base import _balanced, _MetaLearner, _r
 from stackkit.meta.defaults import N_JOBS, RF, SEED, XGB
 from stackkit.meta.features import FEATURE_CONSTRAINTS, N_JOBS_CONSTRAINT
+from stackkit.metrics import EPS
 
 FORESTS = {"random": ExtraTreesClassifier, "best": RandomForestClassifier}
 
 log = logging.getLogger(__name__)
 
 DEVICES = ("auto", "cpu", "cuda")
+BASES = ("lr", "none")  # what xgboost boosts from: a logistic regression's log-probabilities, or 0
 
 
 @functools.cache
@@ -118,9 +120,20 @@ class RFLearner(_MetaLearner):
 
 
 class XGBLearner(_MetaLearner):
-    """Gradient-boosted trees (xgboost ``hist``); run weights are gain importances per run.
-    ``device="auto"`` trains on CUDA when a GPU is present (:func:`cuda_available`), else on the
-    CPU; the fitted model predicts on the CPU either way (the same trees, a portable file)."""
+    """Gradient-boosted trees (xgboost ``hist``).
+
+    ``base="lr"`` (the default): the trees boost from a logistic regression's log-probabilities
+    instead of from zero. The regression (``lr`` with its defaults, :class:`LRLearner`) is fitted
+    first on the same rows; its log-probabilities of each row are xgboost's ``base_margin``, in
+    fitting and in predicting, so the trees learn what the linear model misses instead of
+    relearning the linear part round by round: 10 rounds then do better than 60 from zero, in a
+    third of the time (defaults.py has the measurements). ``base="none"`` (or None): plain
+    boosting.
+
+    Run weights are the mean of the base's (coefficient norms per run) and the trees' (gain
+    importances per run); with ``base="none"``, the trees' alone. ``device="auto"`` trains on
+    CUDA when a GPU is present (:func:`cuda_available`), else on the CPU; the fitted model
+    predicts on the CPU either way (the same trees, a portable file)."""
 
     _name = "xgboost"
     # xgboost has no scikit-learn constraints of its own: these are its parameter ranges (its
@@ -137,6 +150,7 @@ class XGBLearner(_MetaLearner):
         "max_bin": [Interval(Integral, 2, None, closed="left")],
         "device": [StrOptions(set(DEVICES))],
         "class_weight": [StrOptions({"balanced"}), dict, None],
+        "base": [StrOptions(set(BASES)), None],  # None (--param xgboost.base=none): "none"
         "n_jobs": N_JOBS_CONSTRAINT,
         "random_state": [Interval(Integral, 0, None, closed="left"), None],
     }
@@ -160,6 +174,7 @@ class XGBLearner(_MetaLearner):
         max_bin: int = XGB["max_bin"],
         device: str = XGB["device"],
         class_weight: str | None = XGB["class_weight"],
+        base: str = XGB["base"],
         n_jobs: int | None = N_JOBS,
         random_state: int | None = SEED,
     ):
@@ -178,8 +193,38 @@ class XGBLearner(_MetaLearner):
         self.max_bin = max_bin
         self.device = device
         self.class_weight = class_weight
+        self.base = base
         self.n_jobs = n_jobs
         self.random_state = random_state
+
+    def fit(self, X, y, rows=None):
+        """The base (with ``base="lr"``) on the same rows first, then the trees from its
+        log-probabilities (``rows``: as :meth:`_MetaLearner.fit`)."""
+        self._validate_params()
+        self.base_ = None
+        if self.base == "lr":
+            from stackkit.meta.linear import LRLearner
+
+            self.base_ = LRLearner(n_classes=self.n_classes, n_jobs=self.n_jobs).fit(X, y, rows)
+        self._fit_rows = (X, rows)  # read by _fit_model alone, then dropped
+        try:
+            super().fit(X, y, rows)
+        finally:
+            del self._fit_rows
+        if self.base_ is not None and self.model_ is not None:
+            self.run_weights_ = (self.run_weights_ + self.base_.run_weights_) / 2
+        return self
+
+    def _margin(self, X, rows=None) -> np.ndarray | None:
+        """The base's log-probabilities of the classes present (of two classes, their log-odds),
+        xgboost's ``base_margin`` for the rows ``rows`` of X (all of X without rows); None
+        without a base."""
+        if self.base_ is None:
+            return None
+        proba = self.base_.predict_proba(X if rows is None else X[rows])[:, self.present_]
+        logp = np.log(np.clip(proba, EPS, None))
+        # two classes: xgboost's binary objective has one margin, the log-odds of the second
+        return logp[:, 1] - logp[:, 0] if len(self.present_) == 2 else logp
 
     def _fit_model(self, Z, y, n_present):
         from xgboost import XGBClassifier
@@ -197,11 +242,20 @@ class XGBLearner(_MetaLearner):
             device=resolve_device(self.device),
             n_jobs=self.n_jobs,
             random_state=self.random_state,
-        ).fit(Z, y, sample_weight=_balanced(y, self.class_weight))
+        ).fit(Z, y, sample_weight=_balanced(y, self.class_weight),
+              base_margin=self._margin(*self._fit_rows))  # fmt: skip
         self.model_.set_params(device="cpu")  # predict from host arrays without a device copy
+
+    def _model_proba(self, Z, X):
+        return self.model_.predict_proba(Z, base_margin=self._margin(X))
 
     def _column_importance(self):
         return np.nan_to_num(self.model_.feature_importances_)
 
     def _summary_extra(self):
-        return {} if self.model_ is None else {"importances": _r(self._column_importance())}
+        if self.model_ is None:
+            return {}
+        out = {"importances": _r(self._column_importance())}
+        if self.base_ is not None:
+            out["base"] = self.base_.summary_()
+        return out

@@ -1,0 +1,135 @@
+"""xgboost's base (``base="lr"``): the trees boost from the logistic regression's log-probabilities,
+checked against xgboost's own ``base_margin`` API and against the regression alone."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from xgboost import XGBClassifier
+
+from stackkit.contract.errors import StackkitError
+from stackkit.meta.features import RunFeatures
+from stackkit.meta.registry import make_learner, parse_params
+
+C = 6
+
+
+@pytest.fixture(scope="module")
+def data():
+    rng = np.random.default_rng(7)
+    n, r = 600, 3
+    y = rng.integers(0, C, n)
+    X = rng.normal(size=(n, r * C))
+    X[np.arange(n), y] += 2.0  # run 0 knows a lot, run 1 a little
+    X[np.arange(n), C + y] += 0.7
+    X[:, 2 * C : 3 * C] += 0.8 * np.sin(3 * X[:, :C])  # something non-linear for the trees
+    return X, y, rng.normal(size=(150, r * C))
+
+
+def test_no_learning_rate_is_the_regression_alone(data):
+    """With learning_rate 0 the trees add nothing: the probabilities are the base's, in fitting
+    (the margin of the training rows) and in predicting (the margin of new rows) alike."""
+    X, y, Xt = data
+    xgb = make_learner("xgboost", C, {"learning_rate": 0.0, "n_estimators": 2}).fit(X, y)
+    lr = make_learner("lr", C).fit(X, y)
+    np.testing.assert_allclose(xgb.predict_proba(Xt), lr.predict_proba(Xt), rtol=0, atol=1e-6)
+
+
+def test_the_same_as_xgboost_with_base_margin(data):
+    """The learner is xgboost fitted on its features with the regression's log-probabilities as
+    ``base_margin``, the same trees number for number."""
+    X, y, Xt = data
+    params = {"n_estimators": 8}
+    ours = make_learner("xgboost", C, params).fit(X, y)
+    lr = make_learner("lr", C).fit(X, y)
+    feats = RunFeatures(C, "logprob", True, "both", "none").fit(X, y)
+    ref = XGBClassifier(
+        n_estimators=8, max_depth=ours.max_depth, learning_rate=ours.learning_rate,
+        subsample=ours.subsample, colsample_bytree=ours.colsample_bytree,
+        min_child_weight=ours.min_child_weight, reg_lambda=ours.reg_lambda,
+        max_bin=ours.max_bin, tree_method="hist", n_jobs=1, random_state=ours.random_state,
+    )  # fmt: skip
+    ref.fit(feats.transform(X, np.float32), y, base_margin=np.log(lr.predict_proba(X)))
+    want = ref.predict_proba(
+        feats.transform(Xt, np.float32), base_margin=np.log(lr.predict_proba(Xt))
+    )
+    np.testing.assert_allclose(ours.predict_proba(Xt), want, rtol=0, atol=1e-6)
+
+
+def test_base_none_is_plain_boosting(data):
+    X, y, Xt = data
+    ours = make_learner("xgboost", C, {"n_estimators": 8, "base": "none"}).fit(X, y)
+    assert ours.base_ is None and "base" not in ours.summary_()
+    feats = RunFeatures(C, "logprob", True, "both", "none").fit(X, y)
+    ref = XGBClassifier(
+        n_estimators=8, max_depth=ours.max_depth, learning_rate=ours.learning_rate,
+        subsample=ours.subsample, colsample_bytree=ours.colsample_bytree,
+        min_child_weight=ours.min_child_weight, reg_lambda=ours.reg_lambda,
+        max_bin=ours.max_bin, tree_method="hist", n_jobs=1, random_state=ours.random_state,
+    ).fit(feats.transform(X, np.float32), y)  # fmt: skip
+    np.testing.assert_allclose(
+        ours.predict_proba(Xt), ref.predict_proba(feats.transform(Xt, np.float32)), atol=1e-6
+    )
+
+
+def test_the_trees_learn_what_the_regression_misses(data):
+    """On held-out rows the boosted learner beats its base in log loss (the non-linear part)."""
+    X, y, _ = data
+    tr, te = np.arange(450), np.arange(450, 600)
+    lr = make_learner("lr", C).fit(X[tr], y[tr]).predict_proba(X[te])
+    xgb = make_learner("xgboost", C).fit(X[tr], y[tr]).predict_proba(X[te])
+
+    def nll(p):
+        return -np.mean(np.log(p[np.arange(len(te)), y[te]]))
+
+    assert nll(xgb) < nll(lr)
+
+
+def test_two_classes_boost_from_the_log_odds(data):
+    """xgboost's binary objective takes one margin: the log-odds of the second class."""
+    X, y, Xt = data
+    X2 = X[:, np.r_[0:2, C : C + 2, 2 * C : 2 * C + 2]]
+    keep = y < 2
+    Xb, yb = X2[keep], y[keep]
+    xgb = make_learner("xgboost", 2, {"learning_rate": 0.0, "n_estimators": 2}).fit(Xb, yb)
+    lr = make_learner("lr", 2).fit(Xb, yb)
+    Xt2 = Xt[:, np.r_[0:2, C : C + 2, 2 * C : 2 * C + 2]]
+    np.testing.assert_allclose(xgb.predict_proba(Xt2), lr.predict_proba(Xt2), atol=1e-6)
+
+
+def test_a_class_missing_from_training(data):
+    """With n_classes=C and a class absent from the rows, the margin covers the classes present:
+    the absent class gets probability 0, the rest are the base's (learning rate 0)."""
+    X, y, Xt = data
+    keep = y != 3
+    xgb = make_learner("xgboost", C, {"learning_rate": 0.0, "n_estimators": 2})
+    p = xgb.fit(X[keep], y[keep]).predict_proba(Xt)
+    lr = make_learner("lr", C).fit(X[keep], y[keep]).predict_proba(Xt)
+    assert np.all(p[:, 3] == 0)
+    np.testing.assert_allclose(p, lr, atol=1e-6)
+
+
+def test_rows_in_place_and_run_weights(data):
+    """fit(X, y, rows=...) (what the CV workers do) equals fitting on the rows' copy; the run
+    weights are the mean of the base's and the trees', a distribution over the runs."""
+    X, y, Xt = data
+    rows = np.arange(0, 600, 2)
+    a = make_learner("xgboost", C, {"n_estimators": 5}).fit(X, y, rows=rows)
+    b = make_learner("xgboost", C, {"n_estimators": 5}).fit(X[rows], y[rows])
+    np.testing.assert_array_equal(a.predict_proba(Xt), b.predict_proba(Xt))
+    trees = a.features_.per_run(np.nan_to_num(a.model_.feature_importances_))
+    lr = make_learner("lr", C).fit(X[rows], y[rows])
+    np.testing.assert_allclose(a.run_weights_, (trees + lr.run_weights_) / 2, rtol=0, atol=1e-12)
+    assert a.run_weights_.argmax() == 0 and abs(a.run_weights_.sum() - 1) < 1e-12
+    assert a.summary_()["base"]["learner"] == "lr"
+
+
+def test_base_param(data):
+    X, y, Xt = data
+    assert parse_params(["xgboost.base=none"]) == {"xgboost": {"base": None}}  # none: None
+    a = make_learner("xgboost", C, {"base": None, "n_estimators": 3}).fit(X, y)
+    b = make_learner("xgboost", C, {"base": "none", "n_estimators": 3}).fit(X, y)
+    assert a.base_ is None and b.base_ is None
+    np.testing.assert_array_equal(a.predict_proba(Xt), b.predict_proba(Xt))
+    with pytest.raises(StackkitError, match=r"--param xgboost\.base=tree: .*'base' parameter"):
+        make_learner("xgboost", C, {"base": "tree"})

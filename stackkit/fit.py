@@ -21,9 +21,9 @@ import platform
 import sys
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import pandas as pd
 
 from stackkit import __version__, metrics
 from stackkit.contract import schema
@@ -45,6 +45,9 @@ from stackkit.cv.estimate import (
 )
 from stackkit.cv.runs import RUNS, is_run, run_candidates, run_learner, run_test_proba
 from stackkit.tables import AsTable
+
+if TYPE_CHECKING:  # pandas where a frame is made: a warm leaderboard imports this module
+    import pandas as pd
 
 log = logging.getLogger(__name__)
 
@@ -79,6 +82,8 @@ class FitResult(AsTable):
 
     def to_frame(self) -> pd.DataFrame:
         """One row per candidate (leaderboard.json's entries) and ``picked``."""
+        import pandas as pd
+
         rows = [dict(r.row(), picked=r is self.selected) for r in self.candidates]
         return pd.DataFrame(rows)
 
@@ -142,7 +147,7 @@ def default_name(meta: str | list[str]) -> str:
 
 def smallest_training_split(folds) -> int:
     """Rows of the smallest meta-level training split: all rows but the largest fold's."""
-    return len(folds.frame) - int(np.bincount(folds.fold_ids).max())
+    return folds.n_samples - int(np.bincount(folds.fold_ids).max())
 
 
 # Folds fitted in parallel processes pay off once a fit takes seconds: from about 2M feature
@@ -424,6 +429,8 @@ def _jsonable(o):
 
 def submission_frame(runset: RunSet, test_proba: np.ndarray) -> pd.DataFrame:
     """``ImageID,ans`` in eval/info.csv order for the mask layout, else ``sample_id,label``."""
+    import pandas as pd
+
     pred = test_proba.argmax(axis=1)
     data = runset.folds.meta.get("data") or {}
     if data.get("layout") == "mask":
@@ -441,6 +448,7 @@ def submission_frame(runset: RunSet, test_proba: np.ndarray) -> pd.DataFrame:
 
 
 def write_ensemble(store: Store, res: FitResult, params: dict | None, command) -> Path:
+    import pandas as pd
     import sklearn
 
     rs = res.runset

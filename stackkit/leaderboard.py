@@ -13,8 +13,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-
-import pandas as pd
+from typing import TYPE_CHECKING
 
 from stackkit.contract.errors import StackkitError
 from stackkit.contract.inventory import choose_runs
@@ -33,6 +32,9 @@ from stackkit.fit import (
     smallest_training_split,
 )
 from stackkit.tables import AsTable
+
+if TYPE_CHECKING:  # pandas only for to_frame: the command line's tables need none
+    import pandas as pd
 
 log = logging.getLogger(__name__)
 
@@ -86,6 +88,8 @@ class Leaderboard(AsTable):
     def to_frame(self, which: str = "candidates") -> pd.DataFrame:
         """``"candidates"``: one row per candidate (CV scores), best first, ``best`` marked;
         ``"runs"``: one row per run (own OOF scores, ``loro_delta`` when computed)."""
+        import pandas as pd
+
         if which == "runs":
             return pd.DataFrame(self.runs)
         if which != "candidates":
@@ -159,7 +163,7 @@ def leaderboard(
     metas = resolve_metas(meta)
     folds = store.read_folds()
     if is_auto(meta):
-        metas = auto_size_rule(metas, len(folds.frame))
+        metas = auto_size_rule(metas, folds.n_samples)
     check_params(params, metas, smallest_training_split(folds))  # before any work
     params = resolve_factors(params, metas, folds.meta.get("data"))
     runset = store.load_runs(choose_runs(store, folds, runs, exclude), folds)

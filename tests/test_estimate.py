@@ -9,6 +9,7 @@ import pytest
 from sklearn.metrics import f1_score
 
 from stackkit import metrics
+from stackkit.contract.schema import validate_folds
 from stackkit.contract.store import Store
 from stackkit.cv.blend import cross_val_blend
 from stackkit.cv.estimate import estimate
@@ -179,7 +180,7 @@ def test_second_order_dependence_is_what_the_readme_says(tmp_path):
     frame.loc[held, "label"] = np.random.default_rng(0).permutation(
         frame.loc[held, "label"].to_numpy()
     )
-    store.write_folds(dataclasses.replace(f, frame=frame), force=True)
+    store.write_folds(validate_folds(frame, f.metadata()), force=True)
     rs2 = store.load_runs(None, store.read_folds())
     after = cross_validate(rs2, metas, None, use_cache=False)
     for a, b in zip(before[:-1], after[:-1]):

@@ -14,6 +14,7 @@ from sklearn.model_selection import PredefinedSplit, cross_val_predict
 from typer.testing import CliRunner
 
 from stackkit.cli import app
+from stackkit.contract.schema import validate_folds
 from stackkit.contract.store import Store
 from stackkit.cv import stacking
 from stackkit.cv.result import CVResult
@@ -146,7 +147,7 @@ def test_run_order_and_row_order_change_nothing(store, small_case, tmp_path):
     a = fit_ensemble(store, meta="vote,lr,caruana", runs=["run02", "run00", "run01"], name="a")
     other = Store(tmp_path / "shuffled")
     f = small_case.folds
-    shuffled = dataclasses.replace(f, frame=f.frame.sample(frac=1.0, random_state=5))
+    shuffled = validate_folds(f.frame.sample(frac=1.0, random_state=5), f.metadata())
     dataclasses.replace(small_case, folds=shuffled).write(other)
     b = fit_ensemble(other, meta="vote,lr,caruana", runs=["run00", "run01", "run02"], name="a")
     for ca, cb in zip(a.candidates, b.candidates):

@@ -7,6 +7,7 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
+from stackkit.contract.schema import validate_folds
 from stackkit.cv import stacking
 from stackkit.cv.blend import _stack
 from stackkit.cv.per_fold import fold_test_features, fold_test_proba
@@ -55,7 +56,7 @@ def test_fold_k_does_not_depend_on_fold_k_labels(runset):
     held = folds.fold_ids == 0
     y[held] = rng.permutation(y[held])
     frame = folds.frame.assign(label=y.astype(np.int16))
-    changed = replace(runset, folds=replace(folds, frame=frame))
+    changed = replace(runset, folds=validate_folds(frame, folds.metadata()))
     got = fold_test_proba(changed, "lr", LR)
     np.testing.assert_allclose(got[0], base[0], atol=1e-12)
     assert np.abs(got[1:] - base[1:]).max() > 1e-3

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from stackkit.contract.errors import StackkitError
+from stackkit.contract.schema import validate_folds
 from stackkit.contract.store import Store, atomic_dir, atomic_path
 
 
@@ -65,7 +66,7 @@ def test_shuffled_files_load_identically(store, small_case, tmp_path):
 
     other = Store(tmp_path / "other")
     f = small_case.folds
-    shuffled = dataclasses.replace(f, frame=f.frame.sample(frac=1.0, random_state=3))
+    shuffled = validate_folds(f.frame.sample(frac=1.0, random_state=3), f.metadata())
     dataclasses.replace(small_case, folds=shuffled).write(other)
     a = store.load_runs(None, store.read_folds())
     b = other.load_runs(None, other.read_folds())

@@ -15,11 +15,15 @@ import hashlib
 import json
 from dataclasses import dataclass, field
 from functools import cached_property
+from typing import TYPE_CHECKING
 
 import numpy as np
-import pandas as pd
+import pyarrow as pa
 
 from stackkit.contract.errors import ContractError
+
+if TYPE_CHECKING:  # pandas is imported where a frame is made or checked: reading runs needs none
+    import pandas as pd
 
 CONTRACT_VERSION = 1
 META_KEY = b"stackkit"  # parquet schema-metadata key holding a JSON object
@@ -74,6 +78,12 @@ def prob_columns(n_classes: int) -> list[str]:
     return [f"prob_{c}" for c in range(n_classes)]
 
 
+def numbers(column: pa.ChunkedArray) -> np.ndarray:
+    """A numeric column without nulls as numpy (a view of it when it is one chunk). Not
+    ``to_numpy``: pyarrow converts through its pandas layer, and imports pandas to do it."""
+    return column.combine_chunks().to_tensor().to_numpy()
+
+
 def folds_hash(sample_ids, folds) -> str:
     """sha256 of the lines ``sample_id,fold`` sorted by sample_id, joined with ``\\n``."""
     order = np.argsort(np.asarray(sample_ids, dtype=object).astype(str), kind="stable")
@@ -103,6 +113,8 @@ def _require_columns(df: pd.DataFrame, columns: list[str], where: str) -> None:
 
 
 def _string_column(df: pd.DataFrame, col: str, where: str) -> pd.Series:
+    import pandas as pd
+
     s = df[col]
     bad = s.isna().to_numpy()
     if not (pd.api.types.is_string_dtype(s) or pd.api.types.is_object_dtype(s)):
@@ -121,6 +133,8 @@ def _string_column(df: pd.DataFrame, col: str, where: str) -> pd.Series:
 
 
 def _int_column(df: pd.DataFrame, col: str, lo: int, hi: int, dtype: str, where: str) -> np.ndarray:
+    import pandas as pd
+
     s = df[col]
     if not pd.api.types.is_integer_dtype(s):
         raise _fail(where, f"column {col} must be integer, got {s.dtype}")
@@ -144,9 +158,13 @@ def _unique_ids(df: pd.DataFrame, where: str) -> None:
 
 @dataclass
 class Folds:
-    """A validated fold assignment: ``frame`` has the contract's columns in file order."""
+    """A validated fold assignment: ``columns`` holds the contract's four columns as arrays in
+    file row order (``sample_id`` and ``group`` object arrays of str, ``label`` int16, ``fold``
+    int8); ``frame`` is the same as a pandas DataFrame, made on first use (reading runs for the
+    meta stage never needs it, nor pandas). Made by :func:`validate_folds` or
+    :func:`folds_from_table`, never by hand."""
 
-    frame: pd.DataFrame
+    columns: dict[str, np.ndarray]
     classes: tuple[str, ...]
     n_folds: int
     seed: int
@@ -156,29 +174,60 @@ class Folds:
     def n_classes(self) -> int:
         return len(self.classes)
 
+    @property
+    def n_samples(self) -> int:
+        return len(self.columns["fold"])
+
+    @cached_property
+    def frame(self) -> pd.DataFrame:
+        import pandas as pd
+
+        c = self.columns
+        return pd.DataFrame(
+            {
+                "sample_id": pd.array(c["sample_id"], dtype="string"),
+                "group": pd.array(c["group"], dtype="string"),
+                "label": c["label"],
+                "fold": c["fold"],
+            }
+        )
+
     @cached_property
     def hash(self) -> str:
-        return folds_hash(self.frame["sample_id"].to_numpy(), self.frame["fold"].to_numpy())
+        return folds_hash(self.columns["sample_id"], self.columns["fold"])
 
     @cached_property
     def rows_hash(self) -> str:
         """sha256 of the rows as the meta stage sees them: sample_id, label and fold, in file
         order (the contract's ``hash`` covers only sample_id and fold, in any order)."""
-        rows = pd.util.hash_pandas_object(self.frame[["sample_id", "label", "fold"]], index=False)
-        return hashlib.sha256(rows.to_numpy().tobytes()).hexdigest()
+        c = self.columns
+        rows = [c["sample_id"].tolist(), c["label"].tolist(), c["fold"].tolist()]
+        return hashlib.sha256(json.dumps(rows).encode("utf-8")).hexdigest()
 
     @cached_property
     def index(self) -> pd.Index:
         """sample_id -> position in ``frame``."""
-        return pd.Index(self.frame["sample_id"].to_numpy(dtype=object))
+        import pandas as pd
+
+        return pd.Index(self.columns["sample_id"])
+
+    def positions(self, ids) -> np.ndarray:
+        """Where each of ``ids`` (any sequence) sits in file order (int64), -1 where it is not a
+        sample: what ``index.get_indexer`` gives, without pandas."""
+        pos = self._positions
+        return np.fromiter((pos.get(s, -1) for s in ids), np.int64, len(ids))
+
+    @cached_property
+    def _positions(self) -> dict[str, int]:
+        return {s: i for i, s in enumerate(self.columns["sample_id"].tolist())}
 
     @property
     def labels(self) -> np.ndarray:
-        return self.frame["label"].to_numpy(dtype=np.int64)
+        return self.columns["label"].astype(np.int64)
 
     @property
     def fold_ids(self) -> np.ndarray:
-        return self.frame["fold"].to_numpy(dtype=np.int64)
+        return self.columns["fold"].astype(np.int64)
 
     def metadata(self) -> dict:
         out = dict(self.meta)
@@ -213,6 +262,8 @@ def validate_folds_meta(meta: dict | None, where: str) -> tuple[tuple[str, ...],
 
 def validate_folds(df: pd.DataFrame, meta: dict | None, where: str = FOLDS_FILE) -> Folds:
     """Check every folds.parquet rule and return a :class:`Folds` with canonical dtypes."""
+    import pandas as pd
+
     classes, k, seed = validate_folds_meta(meta, where)
     _require_columns(df, list(FOLDS_COLUMNS), where)
     if len(df) == 0:
@@ -237,7 +288,47 @@ def validate_folds(df: pd.DataFrame, meta: dict | None, where: str = FOLDS_FILE)
     empty = [f for f in range(k) if f not in present]
     if empty:
         raise _fail(where, f"fold(s) {empty} have no rows (n_folds is {k})")
-    return Folds(out, classes, k, seed, meta={kk: v for kk, v in meta.items()})
+    columns = {c: out[c].to_numpy(dtype=object) for c in ("sample_id", "group")}
+    columns.update(label=out["label"].to_numpy(), fold=out["fold"].to_numpy())
+    return Folds(columns, classes, k, seed, meta={kk: v for kk, v in meta.items()})
+
+
+def folds_from_table(table: pa.Table, meta: dict | None, where: str = FOLDS_FILE) -> Folds | None:
+    """The :class:`Folds` of a folds.parquet table read by pyarrow, checked with numpy (no
+    pandas): None unless its four columns have the contract's types (strings, integers, no
+    nulls) and its rows obey every rule of :func:`validate_folds`, which then names the problem.
+    The metadata's problems are named here, as there."""
+    classes, k, seed = validate_folds_meta(meta, where)
+    if table.num_rows == 0 or not set(FOLDS_COLUMNS) <= set(table.column_names):
+        return None
+    cols = {c: table.column(c) for c in FOLDS_COLUMNS}
+    if any(col.null_count for col in cols.values()):
+        return None
+    if not all(pa.types.is_string(cols[c].type) or pa.types.is_large_string(cols[c].type)
+               for c in ("sample_id", "group")):  # fmt: skip
+        return None
+    if not all(pa.types.is_integer(cols[c].type) for c in ("label", "fold")):
+        return None
+    # to_pylist, not to_numpy: pyarrow converts strings to numpy through pandas
+    ids, groups = (np.array(cols[c].to_pylist(), dtype=object) for c in ("sample_id", "group"))
+    label, fold = numbers(cols["label"]), numbers(cols["fold"])
+    n = len(ids)
+    unique_ids, unique_groups = set(ids.tolist()), set(groups.tolist())
+    if (
+        len(unique_ids) != n  # a duplicate sample_id
+        or "" in unique_ids
+        or "" in unique_groups
+        or label.min() < 0
+        or label.max() >= len(classes)
+        or fold.min() < 0
+        or fold.max() >= k
+        or len(set(zip(groups.tolist(), fold.tolist()))) != len(unique_groups)  # straddles
+        or not np.bincount(fold, minlength=k).all()  # a fold without rows
+    ):
+        return None
+    columns = {"sample_id": ids, "group": groups}
+    columns.update(label=label.astype("int16"), fold=fold.astype("int8"))
+    return Folds(columns, classes, k, seed, meta={kk: v for kk, v in meta.items()})
 
 
 # --------------------------------------------------------------------------------------------
@@ -245,6 +336,8 @@ def validate_folds(df: pd.DataFrame, meta: dict | None, where: str = FOLDS_FILE)
 
 
 def _logits(df: pd.DataFrame, n_classes: int, where: str) -> np.ndarray:
+    import pandas as pd
+
     have = sorted(
         (c for c in df.columns if isinstance(c, str) and c.startswith("logit_")),
         key=lambda c: (len(c), c),
@@ -281,6 +374,8 @@ def _span(cols: list[str]) -> str:
 
 
 def _frame(ids, folds, logits: np.ndarray) -> pd.DataFrame:
+    import pandas as pd
+
     out = pd.DataFrame({"sample_id": pd.array(ids, dtype="string"), "fold": folds.astype("int8")})
     return pd.concat([out, pd.DataFrame(logits, columns=logit_columns(logits.shape[1]))], axis=1)
 
@@ -411,6 +506,8 @@ def meta_json(meta: dict) -> bytes:
 
 def proba_frame(ids, proba: np.ndarray) -> pd.DataFrame:
     """``sample_id, prob_0 … prob_{C-1}`` (float32, rows renormalised to sum to 1)."""
+    import pandas as pd
+
     p = np.asarray(proba, dtype=np.float64)
     p = p / p.sum(axis=1, keepdims=True)
     out = pd.DataFrame({"sample_id": pd.array(list(ids), dtype="string")})
@@ -441,6 +538,8 @@ def validate_pseudo(
 ) -> pd.DataFrame:
     """A pseudo-label set in canonical dtypes; with a ``fold`` column each (sample_id, fold) at
     most once and every fold in [0, n_folds) (when ``n_folds`` is given)."""
+    import pandas as pd
+
     if not isinstance(meta, dict) or meta.get("version") != CONTRACT_VERSION:
         raise _fail(where, "schema metadata 'stackkit' is missing or not version 1")
     for key in ("ensemble", "ensemble_hash", "folds_hash", "rule", "per_class"):

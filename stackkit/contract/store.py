@@ -26,9 +26,9 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
@@ -36,6 +36,9 @@ from stackkit.contract import schema
 from stackkit.contract.errors import ContractError, StackkitError
 from stackkit.contract.locks import hold, lock_path
 from stackkit.contract.names import check_name, is_valid_name
+
+if TYPE_CHECKING:  # only the writers and the full validation handle frames: reading runs needs none
+    import pandas as pd
 
 log = logging.getLogger(__name__)
 _BLOCK = 2048  # rows moved at once from a run's (C, rows) columns into (rows, C): stays in cache
@@ -198,13 +201,27 @@ def write_parquet(df: pd.DataFrame, path: str | os.PathLike, meta: dict | None =
         pq.write_table(table, tmp)
 
 
+def _parquet(source) -> pa.Table:
+    """One parquet file (a path or a buffer), whole: ``pq.ParquetFile``, not ``pq.read_table``,
+    whose dataset layer imports ``pyarrow.dataset`` and with it pandas (0.35 s of a warm
+    ``leaderboard``, more than reading 10 runs' logits)."""
+    with pq.ParquetFile(source) as f:
+        return f.read()
+
+
 def read_parquet(path: str | os.PathLike, where: str) -> tuple[pd.DataFrame, dict | None]:
     """Read a parquet file and its ``stackkit`` metadata; any failure is one ContractError line."""
+    table, meta = read_table(path, where)
+    return table.to_pandas(), meta
+
+
+def read_table(path: str | os.PathLike, where: str) -> tuple[pa.Table, dict | None]:
+    """:func:`read_parquet` as a pyarrow table (no pandas)."""
     path = Path(path)
     if not path.is_file():
         raise ContractError(f"{where}: file not found ({path})")
     try:
-        table = pq.read_table(path)
+        table = _parquet(path)
     except (pa.ArrowException, OSError, ValueError) as exc:
         msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise ContractError(f"{where}: not a readable parquet file ({msg})") from None
@@ -215,7 +232,7 @@ def read_parquet(path: str | os.PathLike, where: str) -> tuple[pd.DataFrame, dic
             meta = json.loads(raw)
         except json.JSONDecodeError:
             raise ContractError(f"{where}: schema metadata 'stackkit' is not valid JSON") from None
-    return table.to_pandas(), meta
+    return table, meta
 
 
 def write_json(obj, path: str | os.PathLike) -> None:
@@ -272,7 +289,7 @@ class _RowKeys:
 
     @classmethod
     def of(cls, d: Path, pos, tfold, tpos) -> _RowKeys:
-        tables = [pq.read_table(d / f) for f in (schema.OOF_FILE, schema.TEST_FILE)]
+        tables = [_parquet(d / f) for f in (schema.OOF_FILE, schema.TEST_FILE)]
         return cls(
             tuple(t.schema.remove_metadata() for t in tables),
             tuple((t.column("sample_id"), t.column("fold")) for t in tables),
@@ -315,7 +332,7 @@ class _RowKeys:
             if col.null_count or not pa.types.is_floating(col.type):
                 return False
             with np.errstate(over="ignore"):
-                buf[j] = col.to_numpy()
+                buf[j] = schema.numbers(col)
         if not np.isfinite(buf).all():
             return False
         for start in range(0, table.num_rows, _BLOCK):
@@ -428,8 +445,11 @@ class Store:
                 f"{self.folds_path}: not found; write one with `stackkit folds --data DATA` "
                 f"(or point --artifacts / ${ENV_VAR} at the right folder)"
             )
-        df, meta = read_parquet(self.folds_path, schema.FOLDS_FILE)
-        return schema.validate_folds(df, meta, schema.FOLDS_FILE)
+        table, meta = read_table(self.folds_path, schema.FOLDS_FILE)
+        folds = schema.folds_from_table(table, meta, schema.FOLDS_FILE)
+        if folds is None:  # something is off: the full validation names it
+            folds = schema.validate_folds(table.to_pandas(), meta, schema.FOLDS_FILE)
+        return folds
 
     def write_folds(self, folds: schema.Folds, *, force: bool = False) -> Path:
         """Write folds.parquet; refuse to replace one that existing runs were made on."""
@@ -525,7 +545,7 @@ class Store:
                 f"{self.root / 'runs'}: no runs to use (write some with `make base` or `stackkit import`)"
             )
         names = sorted(names)
-        n, k, c = len(folds.frame), folds.n_folds, folds.n_classes
+        n, k, c = folds.n_samples, folds.n_folds, folds.n_classes
         oof = np.empty((len(names), n, c), np.float32)
         test = None
         test_ids = None
@@ -543,6 +563,8 @@ class Store:
                 if fast is not None:  # the same rows as the first run, finite logits
                     infos[name], hashes[name] = fast
                     continue
+            import pandas as pd  # the full validation works on frames
+
             o, t, info = self.read_run(name, folds)
             pos = folds.index.get_indexer(o["sample_id"].to_numpy(dtype=object))
             oof[r, pos] = o[schema.logit_columns(c)].to_numpy()
@@ -580,11 +602,12 @@ class Store:
         tables, h = _read_hashed(d)
         if tables is None or not _Validated(folds).knows(h):
             return None
-        t_ids = tables[1].column("sample_id").to_numpy(zero_copy_only=False)
-        test_ids = np.sort(pd.unique(t_ids))
-        pos = folds.index.get_indexer(tables[0].column("sample_id").to_numpy(zero_copy_only=False))
-        tfold = tables[1].column("fold").to_numpy().astype(np.int64)
-        tpos = pd.Index(test_ids).get_indexer(t_ids)
+        t_ids = tables[1].column("sample_id").to_pylist()  # to_numpy would import pandas
+        test_ids = np.array(sorted(set(t_ids)), dtype=object)
+        pos = folds.positions(tables[0].column("sample_id").to_pylist())
+        tfold = schema.numbers(tables[1].column("fold")).astype(np.int64)
+        where_test = {s: i for i, s in enumerate(test_ids.tolist())}
+        tpos = np.fromiter((where_test[s] for s in t_ids), np.int64, len(t_ids))
         if (pos < 0).any() or (tpos < 0).any():
             return None
         keys = _RowKeys(
@@ -659,12 +682,12 @@ def _read_hashed(d: Path) -> tuple[list[pa.Table] | None, str]:
     for path in paths:
         try:
             if known:
-                tables.append(pq.read_table(path))
+                tables.append(_parquet(path))
                 continue
             data = path.read_bytes()
             hashing = _HASHER.submit(h.update, data)
             try:
-                tables.append(pq.read_table(pa.BufferReader(data)))
+                tables.append(_parquet(pa.BufferReader(data)))
             finally:
                 hashing.result()
         except (pa.ArrowException, OSError, ValueError):
@@ -753,6 +776,8 @@ def is_inside(path: str | os.PathLike, root: str | os.PathLike) -> bool:
 
 
 def _test_id_mismatch(t: pd.DataFrame, ref_ids: np.ndarray, where: str, ref_run: str) -> None:
+    import pandas as pd
+
     ids = t["sample_id"].to_numpy(dtype=object)
     extra = ~pd.Index(ref_ids).isin(ids)
     unknown = ~pd.Index(ids).isin(ref_ids)

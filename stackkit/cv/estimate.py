@@ -32,12 +32,15 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING
 
 import numpy as np
-import pandas as pd
 
 from stackkit import metrics
 from stackkit.cv.result import CVResult
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 log = logging.getLogger(__name__)
 
@@ -102,6 +105,8 @@ def candidate_frame(ids, candidates: Sequence[CVResult]) -> pd.DataFrame:
     """``sample_id`` and one int16 column per candidate (named for it) holding the class its CV
     predictions give each row, in ``choose``'s tie order (simplest first): enough for
     ``stackkit.compare`` to redo the choice in every bootstrap resample."""
+    import pandas as pd
+
     from stackkit.cv.stacking import simplicity
 
     order = sorted(candidates, key=lambda r: simplicity(r.meta))

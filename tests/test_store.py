@@ -225,3 +225,48 @@ def test_run_hash_is_remembered_by_stat_and_redone_after_a_write(store, monkeypa
     os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))  # even with the old mtime put back
     _, h3 = store_mod._read_hashed(d)
     assert len(hashed) == 4 and h3 == store.run_hash("run01") != h1
+
+
+def test_checked_runs_are_read_for_their_logits_alone(store, monkeypatch, tmp_path):
+    """A later run whose bytes were found to repeat the first run's ids and folds is read for
+    its logit columns alone next time (known by its remembered hash): the same arrays as a full
+    reading. A file written since (new logits), or a first run whose rows moved, is read and
+    checked in full again, and what is loaded is what the files hold."""
+    import pandas as pd
+
+    from stackkit.contract import store as store_mod
+
+    monkeypatch.setenv("STACKKIT_CACHE", str(tmp_path / "cache"))
+    folds = store.read_folds()
+    names = store.run_names()
+    read = []
+    real = store_mod._read_logits
+    monkeypatch.setattr(store_mod, "_read_logits", lambda *a: read.append(a[0].name) or real(*a))
+
+    def alone(i):
+        return store.load_runs([names[i]], folds)
+
+    cold = store.load_runs(names, folds)
+    assert read == []  # nothing checked before
+    warm = store.load_runs(names, folds)
+    assert read == names[1:]
+    np.testing.assert_array_equal(warm.oof, cold.oof)
+    np.testing.assert_array_equal(warm.test, cold.test)
+    assert warm.hashes == cold.hashes and warm.infos == cold.infos
+    path = store.run_dir(names[-1]) / "test.parquet"
+    df = pd.read_parquet(path)
+    df["logit_0"] += 1.0
+    df.to_parquet(path, index=False)
+    read.clear()
+    again = store.load_runs(names, folds)
+    assert read == names[1:-1]  # the rewritten run is read in full
+    np.testing.assert_array_equal(again.test[-1], alone(-1).test[0])
+    assert not np.array_equal(again.test[-1], warm.test[-1])
+    first = store.run_dir(names[0]) / "oof.parquet"
+    pd.read_parquet(first).iloc[::-1].to_parquet(first, index=False)
+    read.clear()
+    moved = store.load_runs(names, folds)
+    assert read == []  # the others' rows no longer sit where the first run's do
+    for i in range(len(names)):
+        np.testing.assert_array_equal(moved.oof[i], alone(i).oof[0])
+        np.testing.assert_array_equal(moved.test[i], alone(i).test[0])

@@ -299,6 +299,13 @@ class _RowKeys:
         )
 
     @cached_property
+    def digest(self) -> str:
+        """sha256 of the id and fold columns of both files, in order: a run whose files give
+        the same digest puts every row where this one does."""
+        rows = [[column.to_pylist() for column in pair] for pair in self.columns]
+        return hashlib.sha256(json.dumps(rows).encode("utf-8")).hexdigest()
+
+    @cached_property
     def oof_rows(self) -> np.ndarray | None:
         """Where each oof.parquet row goes in folds order; None when in that order already."""
         return None if np.array_equal(self.pos, np.arange(len(self.pos))) else self.pos
@@ -587,7 +594,7 @@ class Store:
             infos[name] = info
             if keys is None:
                 keys = _RowKeys.of(self.run_dir(name), pos, t["fold"].to_numpy(np.int64), tpos)
-                _Validated(folds).remember(hashes[name])
+                _Validated(folds).remember(hashes[name], keys.digest)
         pa.default_memory_pool().release_unused()  # the tables read are gone: give back their pages
         return RunSet(names, folds, oof, test_ids, test, hashes, infos)
 
@@ -629,23 +636,32 @@ class Store:
         """(info, hash) of a run whose files hold the same columns, ids and folds, row for row,
         as the first run's (validated in full): each file read once (hashed from the same
         bytes), only its logit columns converted, straight into ``oof`` (n, C) and ``test``
-        (K, m, C). None when anything differs or a logit is not finite: the caller then
-        validates the run in full, which names the problem."""
+        (K, m, C). Files whose bytes were found so before (``_Validated.rows``, by their
+        remembered hash) are read for their logit columns alone. None when anything differs or
+        a logit is not finite: the caller then validates the run in full, which names the
+        problem."""
         d = self.run_dir(name)
         if not (d / schema.RUN_FILE).is_file():
             return None
-        tables, h = _read_hashed(d)
-        if tables is None:
-            return None
-        if not (keys.same(tables[0], 0) and keys.same(tables[1], 1)):
-            return None
         cols = schema.logit_columns(folds.n_classes)
+        validated = _Validated(folds)
+        h = _HashMemo(_run_files(d)).get()
+        tables = None
+        if h is not None and validated.rows(h) == keys.digest:  # these bytes were checked before
+            tables = _read_logits(d, cols, keys.schemas)
+        checked = tables is None  # read whole, its ids and folds compared with the first run's
+        if checked:
+            tables, h = _read_hashed(d)
+            if tables is None or not (keys.same(tables[0], 0) and keys.same(tables[1], 1)):
+                return None
         k, m, c = test.shape
         if not (keys.logits(tables[0], cols, oof, keys.oof_rows)
                 and keys.logits(tables[1], cols, test.reshape(k * m, c), keys.test_rows)):  # fmt: skip
             return None
         where = f"run {name!r}: {self.rel(d / schema.RUN_FILE)}"
         info = schema.validate_run_info(read_json(d / schema.RUN_FILE, where), folds, where)
+        if checked:  # next time only its logits are read
+            validated.remember(h, keys.digest)
         return info, h
 
     # pseudo-label sets ----------------------------------------------------------------------
@@ -669,12 +685,31 @@ class Store:
         return path
 
 
+def _run_files(d: Path) -> list[Path]:
+    return [d / schema.OOF_FILE, d / schema.TEST_FILE]
+
+
+def _read_logits(d: Path, cols: list[str], schemas: tuple) -> list[pa.Table] | None:
+    """Only the logit columns of a run's two files, when each file's schema is ``schemas``'
+    (the first run's); None when it is not or a file cannot be read."""
+    tables = []
+    try:
+        for path, want in zip(_run_files(d), schemas):
+            with pq.ParquetFile(path) as f:
+                if not f.schema_arrow.remove_metadata().equals(want):
+                    return None
+                tables.append(f.read(columns=cols))
+    except (pa.ArrowException, OSError, ValueError):
+        return None
+    return tables
+
+
 def _read_hashed(d: Path) -> tuple[list[pa.Table] | None, str]:
     """A run folder's oof and test tables and the sha256 of their bytes (``Store.run_hash``);
     (None, "") when a file cannot be read. The hash comes from ``_HashMemo`` when the two files'
     size, mtime, ctime and inode are those it was last computed for; else each file is read once
     and hashed while it is decoded (both release the GIL: 2 cores, one pass each)."""
-    paths = [d / schema.OOF_FILE, d / schema.TEST_FILE]
+    paths = _run_files(d)
     memo = _HashMemo(paths)
     known = memo.get()
     h = hashlib.sha256()
@@ -737,10 +772,13 @@ class _HashMemo:
 
 class _Validated:
     """Which run files (by the sha256 of their bytes) passed the full validation on these folds
-    (their rows: ids, labels, folds, in order), under this stackkit and contract version: a file
-    per (run content, folds) in the cache folder, written after a full validation succeeds. A
-    warm ``load_runs`` then reads its first run as it reads the others (the full validation was
-    a tenth of a warm ``leaderboard``); any other bytes, folds or version are validated again."""
+    (their rows: ids, labels, folds, in order), under this stackkit and contract version, and
+    the digest of their id and fold columns (``_RowKeys.digest``): a file per (run content,
+    folds) in the cache folder, written after a full validation succeeds, or after a run's
+    columns were found equal to such a run's. A warm ``load_runs`` then reads its first run as
+    it reads the others (the full validation was a tenth of a warm ``leaderboard``), and the
+    others' logit columns alone (decoding their ids was a fifth of reading them); any other
+    bytes, folds or version are checked again."""
 
     def __init__(self, folds: schema.Folds):
         from stackkit import __version__
@@ -753,18 +791,29 @@ class _Validated:
         key = f"{run_hash}|{self.folds.rows_hash}|{self.version}|{schema.CONTRACT_VERSION}"
         return self.root / f"{hashlib.sha256(key.encode()).hexdigest()}.json"
 
-    def knows(self, run_hash: str) -> bool:
+    def _entry(self, run_hash: str) -> dict | None:
         try:
             entry = json.loads(self._path(run_hash).read_text(encoding="utf-8"))
         except (OSError, ValueError):
-            return False
-        return isinstance(entry, dict) and entry.get("run_hash") == run_hash and entry.get(
+            return None
+        ok = isinstance(entry, dict) and entry.get("run_hash") == run_hash and entry.get(
             "folds_rows") == self.folds.rows_hash  # fmt: skip
+        return entry if ok else None
 
-    def remember(self, run_hash: str) -> None:
+    def knows(self, run_hash: str) -> bool:
+        return self._entry(run_hash) is not None
+
+    def rows(self, run_hash: str) -> str | None:
+        """The digest of the run's id and fold columns (``_RowKeys.digest``) when its bytes
+        passed; None when they did not, or were recorded without it."""
+        entry = self._entry(run_hash)
+        return entry.get("rows") if entry is not None else None
+
+    def remember(self, run_hash: str, rows: str) -> None:
         try:
             write_json(
-                {"run_hash": run_hash, "folds_rows": self.folds.rows_hash}, self._path(run_hash)
+                {"run_hash": run_hash, "folds_rows": self.folds.rows_hash, "rows": rows},
+                self._path(run_hash),
             )
         except OSError as exc:  # a cache: never fatal
             log.debug("could not record validated run files (%s)", exc)

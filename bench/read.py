@@ -9,6 +9,7 @@ whose import (pyarrow.dataset, and pandas with it) is about 0.35 s of B; stackki
 
     python bench/read.py                       # 10 and 50 runs, --meta vote,lr (cheap to warm)
     python bench/read.py --runs 10 --meta auto # the default candidates (warming takes minutes)
+    python bench/read.py --against ../old      # A/B: also another checkout's leaderboard (D)
 """
 
 from __future__ import annotations
@@ -34,9 +35,9 @@ BARE = (
 BARE_FILE = BARE.replace("pq.read_table(p)", "pq.ParquetFile(p).read()")
 
 
-def timed(cmd: list[str], env: dict) -> float:
+def timed(cmd: list[str], env: dict, cwd: str | None = None) -> float:
     t0 = time.perf_counter()
-    subprocess.run(cmd, env=env, check=True, capture_output=True)
+    subprocess.run(cmd, env=env, check=True, capture_output=True, cwd=cwd)
     return time.perf_counter() - t0
 
 
@@ -48,18 +49,26 @@ def one(runs: int, args) -> float:
              "--meta", args.meta, *([] if args.loro else ["--no-loro"])]  # fmt: skip
     bare = [sys.executable, "-c", BARE, str(root)]
     bare_file = [sys.executable, "-c", BARE_FILE, str(root)]
+    # --against: run from that checkout (``-m`` puts the working folder first on sys.path),
+    # with a cache of its own
+    other = dict(env, STACKKIT_CACHE=tempfile.mkdtemp(prefix="stackkit-read-cache-"))
     t0 = time.perf_counter()
     subprocess.run(board, env=env, check=True, capture_output=True)  # warms the cache
+    if args.against:
+        subprocess.run(board, env=other, check=True, capture_output=True, cwd=args.against)
     size = sum(p.stat().st_size for p in root.glob("runs/*/*.parquet")) / 2**20
     print(f"{runs} runs ({size:.0f} MB of parquet): cache warmed in "
           f"{time.perf_counter() - t0:.0f} s", flush=True)  # fmt: skip
-    ratios, a, b, c, strict = [], [], [], [], []
+    ratios, a, b, c, strict, d, ab = [], [], [], [], [], [], []
     for _ in range(args.n):
         a.append(timed(board, env))
         b.append(timed(bare, env))
         c.append(timed(bare_file, env))
         ratios.append(a[-1] / b[-1])
         strict.append(a[-1] / c[-1])
+        if args.against:
+            d.append(timed(board, other, cwd=args.against))
+            ab.append(a[-1] / d[-1])
     r = float(np.median(ratios))
     print(
         f"{runs} runs: leaderboard (warm) {np.median(a):.2f} s, bare pyarrow read "
@@ -73,6 +82,13 @@ def one(runs: int, args) -> float:
         f"{np.median(strict):.2f} (min {min(strict):.2f}, max {max(strict):.2f})",
         flush=True,
     )
+    if args.against:
+        print(
+            f"{runs} runs: {args.against}'s leaderboard {np.median(d):.2f} s, this one / that one "
+            f"median {np.median(ab):.2f} (min {min(ab):.2f}, max {max(ab):.2f}); its ratio to the "
+            f"bare read {np.median(np.array(d) / b):.2f}",
+            flush=True,
+        )
     return r
 
 
@@ -84,6 +100,7 @@ def main() -> None:
     ap.add_argument("--meta", default="vote,lr")
     ap.add_argument("--loro", action="store_true", help="keep the leave-one-run-out column")
     ap.add_argument("-n", type=int, default=5, help="pairs timed")
+    ap.add_argument("--against", metavar="DIR", help="a checkout to A/B against (holds stackkit/)")
     args = ap.parse_args()
     for runs in (int(v) for v in args.runs.split(",")):
         one(runs, args)

@@ -26,13 +26,22 @@ def data():
     return X, y, rng.normal(size=(150, r * C))
 
 
-def test_no_learning_rate_is_the_regression_alone(data):
-    """With learning_rate 0 the trees add nothing: the probabilities are the base's, in fitting
-    (the margin of the training rows) and in predicting (the margin of new rows) alike."""
+def _tempered(p, scale):
+    """softmax(scale * log p): the base's probabilities at the margin's scale."""
+    q = np.exp(scale * np.log(p))
+    return q / q.sum(axis=1, keepdims=True)
+
+
+@pytest.mark.parametrize("scale", [1.0, 0.5])
+def test_no_learning_rate_is_the_regression_alone(data, scale):
+    """With learning_rate 0 the trees add nothing: the probabilities are the base's at the
+    margin's scale, in fitting (the margin of the training rows) and in predicting alike."""
     X, y, Xt = data
-    xgb = make_learner("xgboost", C, {"learning_rate": 0.0, "n_estimators": 2}).fit(X, y)
+    params = {"learning_rate": 0.0, "n_estimators": 2, "base_scale": scale}
+    xgb = make_learner("xgboost", C, params).fit(X, y)
     lr = make_learner("lr", C).fit(X, y)
-    np.testing.assert_allclose(xgb.predict_proba(Xt), lr.predict_proba(Xt), rtol=0, atol=1e-6)
+    want = _tempered(lr.predict_proba(Xt), scale)
+    np.testing.assert_allclose(xgb.predict_proba(Xt), want, rtol=0, atol=1e-6)
 
 
 def test_the_same_as_xgboost_with_base_margin(data):
@@ -49,9 +58,10 @@ def test_the_same_as_xgboost_with_base_margin(data):
         min_child_weight=ours.min_child_weight, reg_lambda=ours.reg_lambda,
         max_bin=ours.max_bin, tree_method="hist", n_jobs=1, random_state=ours.random_state,
     )  # fmt: skip
-    ref.fit(feats.transform(X, np.float32), y, base_margin=np.log(lr.predict_proba(X)))
+    s = ours.base_scale
+    ref.fit(feats.transform(X, np.float32), y, base_margin=s * np.log(lr.predict_proba(X)))
     want = ref.predict_proba(
-        feats.transform(Xt, np.float32), base_margin=np.log(lr.predict_proba(Xt))
+        feats.transform(Xt, np.float32), base_margin=s * np.log(lr.predict_proba(Xt))
     )
     np.testing.assert_allclose(ours.predict_proba(Xt), want, rtol=0, atol=1e-6)
 
@@ -91,10 +101,12 @@ def test_two_classes_boost_from_the_log_odds(data):
     X2 = X[:, np.r_[0:2, C : C + 2, 2 * C : 2 * C + 2]]
     keep = y < 2
     Xb, yb = X2[keep], y[keep]
-    xgb = make_learner("xgboost", 2, {"learning_rate": 0.0, "n_estimators": 2}).fit(Xb, yb)
+    params = {"learning_rate": 0.0, "n_estimators": 2, "base_scale": 0.5}
+    xgb = make_learner("xgboost", 2, params).fit(Xb, yb)
     lr = make_learner("lr", 2).fit(Xb, yb)
     Xt2 = Xt[:, np.r_[0:2, C : C + 2, 2 * C : 2 * C + 2]]
-    np.testing.assert_allclose(xgb.predict_proba(Xt2), lr.predict_proba(Xt2), atol=1e-6)
+    want = _tempered(lr.predict_proba(Xt2), 0.5)
+    np.testing.assert_allclose(xgb.predict_proba(Xt2), want, atol=1e-6)
 
 
 def test_a_class_missing_from_training(data):
@@ -102,7 +114,7 @@ def test_a_class_missing_from_training(data):
     the absent class gets probability 0, the rest are the base's (learning rate 0)."""
     X, y, Xt = data
     keep = y != 3
-    xgb = make_learner("xgboost", C, {"learning_rate": 0.0, "n_estimators": 2})
+    xgb = make_learner("xgboost", C, {"learning_rate": 0.0, "n_estimators": 2, "base_scale": 1.0})
     p = xgb.fit(X[keep], y[keep]).predict_proba(Xt)
     lr = make_learner("lr", C).fit(X[keep], y[keep]).predict_proba(Xt)
     assert np.all(p[:, 3] == 0)
@@ -133,3 +145,5 @@ def test_base_param(data):
     np.testing.assert_array_equal(a.predict_proba(Xt), b.predict_proba(Xt))
     with pytest.raises(StackkitError, match=r"--param xgboost\.base=tree: .*'base' parameter"):
         make_learner("xgboost", C, {"base": "tree"})
+    with pytest.raises(StackkitError, match=r"--param xgboost\.base_scale=-1: "):
+        make_learner("xgboost", C, {"base_scale": -1})

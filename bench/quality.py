@@ -40,6 +40,7 @@ from stackkit.contract.store import Store
 from stackkit.data.folds import make_folds
 from stackkit.data.synthetic import Case, make_case
 from stackkit.fit import fit_ensemble
+from stackkit.meta.registry import parse_params
 from stackkit.tables import format_table
 
 
@@ -157,18 +158,23 @@ def alternatives(store: Store, case: Case, autogluon: str | None, ag_time: int) 
     return out
 
 
-def evaluate(name: str, seed: int, autogluon: str | None, ag_time: int) -> dict:
-    """Held-out macro-F1 of every method on one draw of one case."""
+def evaluate(
+    name: str, seed: int, autogluon: str | None, ag_time: int, params: dict | None = None
+) -> dict:
+    """Held-out macro-F1 of every method on one draw of one case (``params``: auto's
+    ``--param`` values, to compare a learner's settings on held-out labels)."""
     case = CASES[name](seed)
     store = Store(Path(tempfile.mkdtemp(prefix=f"stackkit-quality-{name}-{seed}-")))
     case.write(store)
     out = alternatives(store, case, autogluon, ag_time)
-    res = fit_ensemble(store, meta="auto", tune_bias=True, name="auto")
+    res = fit_ensemble(store, meta="auto", tune_bias=True, name="auto", params=params)
     truth = case.test_labels.loc[res.runset.test_ids].to_numpy()
     out[AUTO] = metrics.macro_f1(truth, res.test_proba.argmax(1), store.read_folds().n_classes)
     out["_pick"] = res.selected.meta + ("+bias" if res.bias_offsets is not None else "")
     out["_estimate"] = res.estimate.macro_f1
     out["_pick_cv"] = res.final_scores["macro_f1"]
+    for cand in res.candidates:  # each learner's own CV score, to compare settings by
+        out[f"_cv:{cand.meta}"] = cand.scores["macro_f1"]
     return out
 
 
@@ -182,20 +188,25 @@ def main() -> None:
     ap.add_argument("--autogluon", metavar="PYTHON", default=os.environ.get("AUTOGLUON_PYTHON"),
                     help="a Python with autogluon.tabular installed (env AUTOGLUON_PYTHON)")  # fmt: skip
     ap.add_argument("--ag-time", type=int, default=120, help="AutoGluon time limit per fit, s")
+    ap.add_argument("--param", action="append", default=[], metavar="LEARNER.KEY=VALUE",
+                    help="a meta learner setting for auto's fit, as `stackkit fit --param`")  # fmt: skip
     args = ap.parse_args()
+    params = parse_params(args.param)
     os.environ.setdefault("STACKKIT_CACHE", tempfile.mkdtemp(prefix="stackkit-quality-cache-"))
-    rows, picks, promises = [], {}, []
+    rows, picks, promises, cvs = [], {}, [], {}
     for name in args.cases:
         draws = []
         for seed in range(args.seeds):
             t0 = time.perf_counter()
-            draws.append(evaluate(name, seed, args.autogluon, args.ag_time))
+            draws.append(evaluate(name, seed, args.autogluon, args.ag_time, params))
             print(
                 f"{name} seed {seed}: {time.perf_counter() - t0:.1f}s, "
                 + ", ".join(f"{k} {v:.4f}" for k, v in draws[-1].items() if not k.startswith("_")),
                 flush=True,
             )
         picks[name] = [d["_pick"] for d in draws]
+        learners = [k for k in draws[0] if k.startswith("_cv:") and not k.startswith("_cv:run:")]
+        cvs[name] = {k[4:]: float(np.mean([d[k] for d in draws])) for k in learners}
         promises.append({"case": name, "held": float(np.mean([d[AUTO] for d in draws])),
                          "estimate": float(np.mean([d["_estimate"] for d in draws])),
                          "pick_cv": float(np.mean([d["_pick_cv"] for d in draws]))})  # fmt: skip
@@ -220,6 +231,8 @@ def main() -> None:
                               ("verdict", "", "")]))  # fmt: skip
     for name, p in picks.items():
         print(f"auto's picks on {name}: {', '.join(p)}")
+        print("  candidates' CV macro-F1, mean of the draws: "
+              + ", ".join(f"{m} {v:.4f}" for m, v in cvs[name].items()))  # fmt: skip
     print()
     for r in promises:
         r["gap"] = r["estimate"] - r["held"]

@@ -41,17 +41,17 @@ def timed(cmd: list[str], env: dict, cwd: str | None = None) -> float:
     return time.perf_counter() - t0
 
 
-def one(runs: int, args) -> float:
-    root = Path(tempfile.mkdtemp(prefix="stackkit-read-"))
+def one(runs: int, args, tmp: Path) -> float:
+    root = tmp / "artifacts"
     make_case(n_groups=args.groups, n_test=args.test, n_runs=runs, seed=0).write(Store(root))
-    env = dict(os.environ, STACKKIT_CACHE=tempfile.mkdtemp(prefix="stackkit-read-cache-"))
+    env = dict(os.environ, STACKKIT_CACHE=str(tmp / "cache"))
     board = [sys.executable, "-m", "stackkit.cli", "leaderboard", "--artifacts", str(root),
              "--meta", args.meta, *([] if args.loro else ["--no-loro"])]  # fmt: skip
     bare = [sys.executable, "-c", BARE, str(root)]
     bare_file = [sys.executable, "-c", BARE_FILE, str(root)]
     # --against: run from that checkout (``-m`` puts the working folder first on sys.path),
     # with a cache of its own
-    other = dict(env, STACKKIT_CACHE=tempfile.mkdtemp(prefix="stackkit-read-cache-"))
+    other = dict(env, STACKKIT_CACHE=str(tmp / "cache-against"))
     t0 = time.perf_counter()
     subprocess.run(board, env=env, check=True, capture_output=True)  # warms the cache
     if args.against:
@@ -103,7 +103,8 @@ def main() -> None:
     ap.add_argument("--against", metavar="DIR", help="a checkout to A/B against (holds stackkit/)")
     args = ap.parse_args()
     for runs in (int(v) for v in args.runs.split(",")):
-        one(runs, args)
+        with tempfile.TemporaryDirectory(prefix="stackkit-read-") as tmp:  # 0.5 GB at 50 runs
+            one(runs, args, Path(tmp))
 
 
 if __name__ == "__main__":

@@ -309,8 +309,9 @@ def fit_ensemble(
             )
             fold_offsets = decision.fold_offsets if offsets is not None else None
             if offsets is None:  # offsets fitted on other folds did not carry over
-                log.warning("bias tuning lowered the CV macro-F1 (%.4f -> %.4f): not applied",
-                            selected.scores["macro_f1"], bias_cv_macro_f1)  # fmt: skip
+                # FitResult carries it (bias_cv_macro_f1) and the CLI's summary says it once
+                log.debug("bias tuning lowered the CV macro-F1 (%.4f -> %.4f): not applied",
+                          selected.scores["macro_f1"], bias_cv_macro_f1)  # fmt: skip
         oof_proba = as_written(oof_proba)  # scored as oof_proba.parquet holds it (float32)
         final_scores = metrics.scores(y, oof_proba, f)
 
@@ -346,8 +347,8 @@ def fit_ensemble(
         fold_offsets,
     )
     res.learner = est
-    if res.note:
-        log.warning("%s", res.note)
+    if res.note:  # FitResult.note; the CLI's summary prints it once (a warning too said it twice)
+        log.debug("%s", res.note)
     if write:
         write_ensemble(store, res, cli_params, command)
         res.written = True

@@ -229,6 +229,7 @@ def test_cli_fit_prints_table(store):
     assert ens["scores"]["estimate_macro_f1"] < ens["scores"]["best_run_oof_macro_f1"]
     assert ens["scores"]["best_run"] == "run00"
     assert "below the best single run's own OOF macro-F1 (run00" in result.stdout
+    assert result.output.count("below the best single run") == 1  # said once, not logged again
 
 
 def test_bad_param_is_refused_before_work(store):

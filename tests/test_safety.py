@@ -433,6 +433,7 @@ def test_the_demo_twice_in_a_row_retrains_nothing(tmp_path, monkeypatch, capfd):
     monkeypatch.setattr(demo, "RUNS", [("a", "test_resnet", "32x24", 1, []),
                                        ("b", "test_efficientnet", "32x24", 1, [])])  # fmt: skip
     monkeypatch.setattr(demo, "ROUND2", "a")
+    monkeypatch.setattr(demo, "MULTITASK", "a")  # the demo's multi-task run, of backbone a
     monkeypatch.setattr(demo, "THRESHOLD", 0.05)
     monkeypatch.setenv("PYTHONPATH", _env()["PYTHONPATH"])
     monkeypatch.setenv("STACKKIT_CACHE", str(tmp_path / "cache"))
@@ -440,7 +441,7 @@ def test_the_demo_twice_in_a_row_retrains_nothing(tmp_path, monkeypatch, capfd):
     assert demo.cli(args) == 0, capfd.readouterr().err
     runs = tmp_path / "art" / "runs"
     trained = {str(p): p.stat().st_mtime_ns for p in runs.rglob("*") if p.is_file()}
-    assert {p.name for p in runs.iterdir()} == {"a", "b", "a_r2"}
+    assert {p.name for p in runs.iterdir()} == {"a", "b", "a_mt", "a_r2"}
     capfd.readouterr()
     assert demo.cli(args) == 0, capfd.readouterr().err
     out = capfd.readouterr()

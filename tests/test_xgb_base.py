@@ -44,6 +44,17 @@ def test_no_learning_rate_is_the_regression_alone(data, scale):
     np.testing.assert_allclose(xgb.predict_proba(Xt), want, rtol=0, atol=1e-6)
 
 
+def _reference(ours) -> XGBClassifier:
+    """xgboost itself, with our learner's settings."""
+    return XGBClassifier(
+        n_estimators=ours.n_estimators, max_depth=ours.max_depth,
+        learning_rate=ours.learning_rate, subsample=ours.subsample,
+        colsample_bytree=ours.colsample_bytree, min_child_weight=ours.min_child_weight,
+        reg_lambda=ours.reg_lambda, max_bin=ours.max_bin, tree_method="hist", n_jobs=1,
+        random_state=ours.random_state,
+    )  # fmt: skip
+
+
 def test_the_same_as_xgboost_with_base_margin(data):
     """The learner is xgboost fitted on its features with the regression's log-probabilities as
     ``base_margin``, the same trees number for number."""
@@ -52,12 +63,7 @@ def test_the_same_as_xgboost_with_base_margin(data):
     ours = make_learner("xgboost", C, params).fit(X, y)
     lr = make_learner("lr", C).fit(X, y)
     feats = RunFeatures(C, "logprob", True, "both", "none").fit(X, y)
-    ref = XGBClassifier(
-        n_estimators=8, max_depth=ours.max_depth, learning_rate=ours.learning_rate,
-        subsample=ours.subsample, colsample_bytree=ours.colsample_bytree,
-        min_child_weight=ours.min_child_weight, reg_lambda=ours.reg_lambda,
-        max_bin=ours.max_bin, tree_method="hist", n_jobs=1, random_state=ours.random_state,
-    )  # fmt: skip
+    ref = _reference(ours)
     s = ours.base_scale
     ref.fit(feats.transform(X, np.float32), y, base_margin=s * np.log(lr.predict_proba(X)))
     want = ref.predict_proba(
@@ -71,12 +77,7 @@ def test_base_none_is_plain_boosting(data):
     ours = make_learner("xgboost", C, {"n_estimators": 8, "base": "none"}).fit(X, y)
     assert ours.base_ is None and "base" not in ours.summary_()
     feats = RunFeatures(C, "logprob", True, "both", "none").fit(X, y)
-    ref = XGBClassifier(
-        n_estimators=8, max_depth=ours.max_depth, learning_rate=ours.learning_rate,
-        subsample=ours.subsample, colsample_bytree=ours.colsample_bytree,
-        min_child_weight=ours.min_child_weight, reg_lambda=ours.reg_lambda,
-        max_bin=ours.max_bin, tree_method="hist", n_jobs=1, random_state=ours.random_state,
-    ).fit(feats.transform(X, np.float32), y)  # fmt: skip
+    ref = _reference(ours).fit(feats.transform(X, np.float32), y)
     np.testing.assert_allclose(
         ours.predict_proba(Xt), ref.predict_proba(feats.transform(Xt, np.float32)), atol=1e-6
     )

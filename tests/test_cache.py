@@ -53,6 +53,25 @@ def test_entries_are_npy_and_json_and_answer_the_same_call(store, monkeypatch):
     assert calls == [["lr"]]
 
 
+def test_a_changed_default_is_not_answered_from_the_cache(store, monkeypatch):
+    """A result cached under other defaults (a release that changed xgboost's, say) is
+    recomputed, not read back as if the current defaults had made it; a blend over it too."""
+    from stackkit.meta import defaults
+
+    rs = store.load_runs(None, store.read_folds())
+    cross_validate(rs, ["vote", "lr", "blend"], None)
+    calls = _count_cv(monkeypatch)
+    cross_validate(rs, ["vote", "lr", "blend"], None)
+    assert calls == []
+    monkeypatch.setitem(defaults.LR, "C", 0.5)  # what a new release's default would do
+    import stackkit.fit as fit_mod
+
+    blends, real_blend = [], fit_mod.cross_val_blend
+    monkeypatch.setattr(fit_mod, "cross_val_blend", lambda *a: blends.append(1) or real_blend(*a))
+    cross_validate(rs, ["vote", "lr", "blend"], None)
+    assert calls == [["vote", "lr"]] and blends == [1]
+
+
 def test_a_planted_pickle_is_never_executed(store, monkeypatch, tmp_path):
     rs = store.load_runs(None, store.read_folds())
     (ref,) = cross_validate(rs, ["lr"], None, use_cache=False)

@@ -54,8 +54,14 @@ def inputs_key(runset: RunSet) -> dict:
 
 
 def entry_key(inputs: dict, meta: str, params: dict) -> dict:
-    """The whole key of one candidate's CV result, as a JSON-able dict."""
-    return _plain({"format": CACHE_FORMAT, "inputs": inputs, "meta": meta, "params": params})
+    """The whole key of one candidate's CV result, as a JSON-able dict: ``params`` are the ones
+    given; every learner's defaults (``meta.defaults.LEARNER_DEFAULTS``) are in the key too, so
+    changing a default recomputes what was cached under the old one (a blend's members
+    included) instead of reading it back as if computed now."""
+    from stackkit.meta.defaults import LEARNER_DEFAULTS
+
+    return _plain({"format": CACHE_FORMAT, "inputs": inputs, "meta": meta, "params": params,
+                   "defaults": LEARNER_DEFAULTS})  # fmt: skip
 
 
 def _plain(o):

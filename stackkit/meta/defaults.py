@@ -102,6 +102,9 @@ XGB = dict(features="logprob", temperature=True, combine="both", n_estimators=10
            learning_rate=0.3, subsample=0.8, colsample_bytree=0.7, min_child_weight=2.0,
            reg_lambda=1.0, max_bin=32, device="auto", class_weight=None, base="lr",
            base_scale=0.5, factors="none")  # fmt: skip
+# Every learner's defaults by name: part of each CV-cache key (stackkit.cv.cache.entry_key), so a
+# result computed under other defaults (xgboost before it boosted from lr, say) is never reused
+LEARNER_DEFAULTS = {"lr": LR, "knn": KNN, "svm": SVM, "rf": RF, "xgboost": XGB}
 # The learners taking ``factors`` and their defaults (registry.resolve_factors reads this, so it
 # need not import the learners)
 FACTORS_DEFAULT = {name: p["factors"] for name, p in

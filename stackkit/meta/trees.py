@@ -16,7 +16,7 @@ from sklearn.utils._param_validation import Interval, StrOptions
 
 from stackkit.meta.base import _balanced, _MetaLearner, _r
 from stackkit.meta.defaults import N_JOBS, RF, SEED, XGB
-from stackkit.meta.features import FEATURE_CONSTRAINTS, N_JOBS_CONSTRAINT
+from stackkit.meta.features import FEATURE_CONSTRAINTS, N_JOBS_CONSTRAINT, by_rows
 from stackkit.metrics import EPS
 
 FORESTS = {"random": ExtraTreesClassifier, "best": RandomForestClassifier}
@@ -227,7 +227,10 @@ class XGBLearner(_MetaLearner):
         without rows); None without a base."""
         if self.base_ is None:
             return None
-        proba = self.base_.predict_proba(X if rows is None else X[rows])[:, self.present_]
+        # a chunk of rows at a time (by_rows): no copy of a fold's rows of the shared X, and the
+        # base's float64 features stay the size of a chunk
+        proba = by_rows(self.base_.predict_proba, X, self.n_classes_, index=rows)
+        proba = proba[:, self.present_]
         logp = np.log(np.clip(proba, EPS, None))
         # two classes: xgboost's binary objective has one margin, the log-odds of the second
         margin = logp[:, 1] - logp[:, 0] if len(self.present_) == 2 else logp
